@@ -1,1 +1,390 @@
+//! uds-test-support: the helpers every lesson's tests share.
+//!
+//! Start a real server binary in a private temp dir and wait for its `listening on PATH` line
+//! with a deadline ([`Server`]); talk to it as a real client with deadlines on every read and
+//! write ([`Conn`]); read a process's CPU time and open descriptors from /proc; run a command as
+//! `nobody`; find outside tools, skipping outside CI and failing in CI when one is missing.
+//! A [`Server`] is killed when dropped, so a failing test leaves nothing running, and a
+//! [`tempfile::TempDir`] removes its directory, so it leaves nothing on disk.
 
+use std::ffi::OsStr;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal};
+pub use tempfile::TempDir;
+
+/// How long any test waits for something that should take milliseconds. Generous, because a
+/// loaded 2-core CI machine is slow; a deadline only has to turn a hang into a failure.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A private temp dir for one test; removed when dropped. Short, so socket paths stay far
+/// below the 107-byte limit.
+pub fn temp_dir() -> TempDir {
+    tempfile::Builder::new().prefix("uds-test-").tempdir().expect("create a temp dir")
+}
+
+/// A running server process: killed and reaped on drop.
+pub struct Server {
+    child: Child,
+    /// The socket path it was started with.
+    pub path: PathBuf,
+    output: Arc<Mutex<String>>,
+    lines: Receiver<String>,
+}
+
+impl Server {
+    /// Start `bin` with `args` and wait until it prints `listening on <path>`.
+    /// `path` is where the socket will be; the caller passes it in `args` (usually first).
+    pub fn start<S: AsRef<OsStr>>(bin: &Path, path: &Path, args: &[S]) -> Server {
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        Server::start_cmd(cmd, path)
+    }
+
+    /// Start `bin <path>` and wait until it listens.
+    pub fn start_at(bin: &Path, path: &Path) -> Server {
+        Server::start(bin, path, &[path])
+    }
+
+    /// Start a prepared command (extra env, say) and wait until it listens on `path`.
+    pub fn start_cmd(cmd: Command, path: &Path) -> Server {
+        let mut server = Server::spawn_cmd(cmd, path);
+        server.wait_for_line(&format!("listening on {}", path.display()));
+        server
+    }
+
+    /// Spawn without waiting for readiness (for servers expected to fail).
+    pub fn spawn<S: AsRef<OsStr>>(bin: &Path, path: &Path, args: &[S]) -> Server {
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        Server::spawn_cmd(cmd, path)
+    }
+
+    /// Spawn a prepared command without waiting; stdin is null, stdout and stderr captured.
+    pub fn spawn_cmd(mut cmd: Command, path: &Path) -> Server {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let output = Arc::new(Mutex::new(String::new()));
+        let (tx, lines) = mpsc::channel();
+        // Both pipes are drained by threads for the whole life of the process: a server
+        // whose stderr pipe fills up would block, and look hung to the test.
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        for (pipe, tx) in
+            [(Box::new(stdout) as Box<dyn Read + Send>, tx.clone()), (Box::new(stderr), tx)]
+        {
+            let output = Arc::clone(&output);
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    output.lock().expect("output lock").push_str(&format!("{line}\n"));
+                    let _ = tx.send(line); // the receiver may be gone; the log is kept anyway
+                }
+            });
+        }
+        Server { child, path: path.to_owned(), output, lines }
+    }
+
+    /// Wait (with [`DEADLINE`]) until the server prints exactly `line` on stdout or stderr.
+    pub fn wait_for_line(&mut self, line: &str) {
+        self.wait_for(|l| l == line, line);
+    }
+
+    /// Wait (with [`DEADLINE`]) for a printed line that contains `needle`; returns it.
+    pub fn wait_for_line_containing(&mut self, needle: &str) -> String {
+        self.wait_for(|l| l.contains(needle), needle)
+    }
+
+    fn wait_for(&mut self, wanted: impl Fn(&str) -> bool, what: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return line,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "server never printed {what:?} within {DEADLINE:?}; output:\n{}",
+                        self.output()
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.wait_exit();
+                    panic!(
+                        "server exited ({status}) without printing {what:?}; output:\n{}",
+                        self.output()
+                    )
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32).expect("a child's pid is positive")
+    }
+
+    /// Send `signal` to the server.
+    pub fn signal(&self, signal: Signal) {
+        rustix::process::kill_process(self.pid(), signal).expect("kill");
+    }
+
+    /// Wait (with [`DEADLINE`]) for the server to exit; returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        self.wait_exit_within(DEADLINE).unwrap_or_else(|| {
+            panic!("server still running after {DEADLINE:?}; output:\n{}", self.output())
+        })
+    }
+
+    /// The exit status if the server exits within `limit`, else `None` (it keeps running).
+    pub fn wait_exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Has the process exited already?
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_some()
+    }
+
+    /// Everything it printed so far, stdout and stderr, line by line in arrival order.
+    pub fn output(&self) -> String {
+        self.output.lock().expect("output lock").clone()
+    }
+
+    /// Wait for the server to exit, then all it printed (the pipe readers have finished).
+    pub fn finish(mut self) -> (ExitStatus, String) {
+        let status = self.wait_exit();
+        // The readers end at EOF, which comes once the process (and any child) is gone.
+        let end = Instant::now() + DEADLINE;
+        while Arc::strong_count(&self.output) > 1 && Instant::now() < end {
+            thread::sleep(Duration::from_millis(5));
+        }
+        (status, self.output())
+    }
+
+    /// User + system CPU time the server has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time(self.pid())
+    }
+
+    /// How many file descriptors the server has open now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .expect("read /proc/PID/fd")
+            .count()
+    }
+
+    /// How many threads the server runs now.
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
+            .expect("read /proc/PID/task")
+            .count()
+    }
+
+    /// Lower the server's RLIMIT_NOFILE (soft and hard) to `max` descriptors.
+    pub fn limit_fds(&self, max: u64) {
+        let limit = rustix::process::Rlimit { current: Some(max), maximum: Some(max) };
+        rustix::process::prlimit(Some(self.pid()), rustix::process::Resource::Nofile, limit)
+            .expect("prlimit RLIMIT_NOFILE");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // already gone is fine
+        let _ = self.child.wait();
+    }
+}
+
+/// User + system CPU time of process `pid`, from /proc/PID/stat.
+pub fn cpu_time(pid: Pid) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()))
+        .expect("read /proc/PID/stat");
+    // The command name (field 2) may hold spaces; fields after its closing parenthesis are
+    // plain numbers: state is field 3, utime field 14, stime field 15.
+    let after_name = &stat[stat.rfind(')').expect("stat has a ')'") + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let per_second = rustix::param::clock_ticks_per_second();
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// A client connection made by the test itself, with a deadline on every read and write.
+pub struct Conn {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Conn {
+    /// Connect to `path`; panics with the error if it fails.
+    pub fn connect(path: &Path) -> Conn {
+        Conn::try_connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()))
+    }
+
+    pub fn try_connect(path: &Path) -> io::Result<Conn> {
+        let stream = UnixStream::connect(path)?;
+        stream.set_read_timeout(Some(DEADLINE))?;
+        stream.set_write_timeout(Some(DEADLINE))?;
+        let reader = BufReader::new(stream.try_clone()?);
+        Ok(Conn { stream, reader })
+    }
+
+    /// Write raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to the server");
+    }
+
+    /// Read one reply line (with its `\n`); panics on EOF or after the deadline.
+    pub fn recv_line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).expect("read a reply line");
+        assert!(n > 0, "the server closed the connection instead of replying");
+        line
+    }
+
+    /// Send `line` plus `\n`, return the reply line.
+    pub fn ask(&mut self, line: &str) -> String {
+        self.send(format!("{line}\n").as_bytes());
+        self.recv_line()
+    }
+
+    /// Half-close: no more from us.
+    pub fn shutdown_write(&self) {
+        self.stream.shutdown(Shutdown::Write).expect("shutdown(Write)");
+    }
+
+    /// Read what is left up to the server's EOF.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).expect("read to EOF");
+        rest
+    }
+
+    /// Does the server close the connection (EOF) without sending more?
+    pub fn at_eof(&mut self) -> bool {
+        self.read_to_end().is_empty()
+    }
+
+    /// The underlying socket, for tests that need more control.
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+}
+
+/// Send `input` on a new connection, half-close, and return everything the server sent back.
+pub fn exchange(path: &Path, input: &[u8]) -> Vec<u8> {
+    let mut conn = Conn::connect(path);
+    conn.send(input);
+    conn.shutdown_write();
+    conn.read_to_end()
+}
+
+/// `clients` connections at once, each sending `lines` distinct mixed-case lines and checking
+/// that every reply comes back intact, upper-cased and in order.
+pub fn many_clients(path: &Path, clients: usize, lines: usize) {
+    // Every client connects before any sends: all of them really are open at the same time.
+    let conns: Vec<Conn> = (0..clients).map(|_| Conn::connect(path)).collect();
+    let workers: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut conn)| {
+            thread::spawn(move || {
+                let sent: Vec<String> =
+                    (0..lines).map(|l| format!("client {c} says line {l} of {lines}\n")).collect();
+                conn.send(sent.concat().as_bytes());
+                conn.shutdown_write();
+                let got = String::from_utf8(conn.read_to_end()).expect("replies are UTF-8");
+                let want: String = sent.concat().to_ascii_uppercase();
+                assert_eq!(got, want, "client {c}: replies differ from the lines sent");
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("a client thread failed (see its panic above)");
+    }
+}
+
+/// Is `tool` on PATH? Outside CI a missing tool skips the test (returns false, with the install
+/// command on stderr); in CI (`CI` set) it fails the test, since CI installs every tool.
+pub fn have_tool(tool: &str, install: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "{tool} is missing in CI; install it: {install}");
+        eprintln!("skipped: {tool} is not installed; install it with: {install}");
+    }
+    found
+}
+
+/// Is this test running as root? Root-only tests skip with the reason when not.
+pub fn is_root() -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        eprintln!("skipped: this test needs root (it switches to the user nobody)");
+    }
+    root
+}
+
+/// `cmd` run as user `nobody` (CONTRACT.md "Tests"): setpriv execs, so the pid is the command's.
+pub fn as_nobody(program: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]).arg(program);
+    cmd
+}
+
+/// Wait (with [`DEADLINE`]) until `condition` holds; panics with `what` when it never does.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < end, "timed out after {DEADLINE:?} waiting until {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// cpu_time counts CPU the process burns, not wall time.
+    #[test]
+    fn cpu_time_grows_while_busy_not_while_asleep() {
+        let me = rustix::process::getpid();
+        let before = cpu_time(me);
+        thread::sleep(Duration::from_millis(200));
+        let slept = cpu_time(me) - before;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(300) {
+            std::hint::black_box(0u64.wrapping_add(1));
+        }
+        let busy = cpu_time(me) - before - slept;
+        assert!(slept < Duration::from_millis(100), "sleeping used {slept:?} of CPU");
+        assert!(busy >= Duration::from_millis(200), "a 300 ms spin used only {busy:?} of CPU");
+    }
+
+    /// as_nobody really switches the user (root only).
+    #[test]
+    fn as_nobody_runs_the_command_as_nobody() {
+        if !is_root() || !have_tool("setpriv", "apt-get install -y util-linux") {
+            return;
+        }
+        let out = as_nobody(Path::new("/usr/bin/id")).arg("-un").output().expect("run id");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "nobody");
+    }
+}

@@ -43,7 +43,8 @@ fn run() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     let path = args.path.unwrap_or_else(|| default_socket_dir().join(SOCKET_NAME));
     // ANCHOR: connect
-    let stream = UnixStream::connect(&path).with_context(|| format!("connect {}", path.display()))?;
+    let stream =
+        UnixStream::connect(&path).with_context(|| format!("connect {}", path.display()))?;
     // ANCHOR_END: connect
     // Read on a second thread while this one writes. Writing everything first would deadlock on
     // a long input: the server blocks writing replies nobody reads, so it stops reading, and

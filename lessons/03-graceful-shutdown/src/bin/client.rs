@@ -1,0 +1,136 @@
+//! lesson03-client: send lines to a server, print each reply as it arrives.
+//!
+//! The one idea: a client is `connect` to the socket file's path, then plain reads and writes.
+//! When it has nothing more to send it *half-closes* (`shutdown(Write)`: "no more from me, but
+//! I am still listening"); the server reads EOF, answers what is left and closes, and the
+//! client reads EOF in turn.
+//!
+//! Run: start the server (it prints `listening on PATH`), then `just client 3 PATH hello world`,
+//! or `just client 3 PATH` to type lines (Ctrl-D to finish). Partner: server.rs.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::thread;
+
+use anyhow::{Context, anyhow, bail};
+use clap::Parser;
+use lesson03::{SOCKET_NAME, default_socket_dir};
+
+/// Send lines to a lesson03-server and print its replies.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The server's socket [default: $XDG_RUNTIME_DIR/uds-course/lesson03.sock]
+    path: Option<PathBuf>,
+    /// Lines to send; with none, each line of stdin is sent as typed
+    message: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("lesson03-client: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    let path = args.path.unwrap_or_else(|| default_socket_dir().join(SOCKET_NAME));
+    // ANCHOR: connect
+    let stream =
+        UnixStream::connect(&path).with_context(|| format!("connect {}", path.display()))?;
+    // ANCHOR_END: connect
+    // Read on a second thread while this one writes. Writing everything first would deadlock on
+    // a long input: the server blocks writing replies nobody reads, so it stops reading, and
+    // our writes block in turn. It also makes an interactive session show each reply at once.
+    let read_half = stream.try_clone().context("clone the socket")?;
+    let reader = thread::Builder::new()
+        .spawn(move || print_replies(read_half))
+        .context("spawn the reader thread")?;
+    let sent = send_lines(&stream, &args.message, &path);
+    // ANCHOR: shutdown
+    // Half-close: the server reads EOF, answers the rest, and closes — our reader's EOF.
+    let shutdown = stream.shutdown(Shutdown::Write);
+    // ANCHOR_END: shutdown
+    let replies = reader.join().map_err(|_| anyhow!("the reader thread panicked"))?;
+    if replies.refused {
+        return Ok(ExitCode::FAILURE); // the server's `error: ` line, already on stderr, says why
+    }
+    let sent = sent?;
+    shutdown.with_context(|| format!("shutdown {}", path.display()))?;
+    if let Some(err) = replies.failed {
+        return Err(err.context(format!("read {}", path.display())));
+    }
+    if replies.count < sent {
+        bail!(
+            "read {}: the server closed the connection after {} of {sent} replies",
+            path.display(),
+            replies.count
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Send each MESSAGE as a line, or else each line of stdin as typed; returns how many lines.
+fn send_lines(mut stream: &UnixStream, messages: &[String], path: &Path) -> anyhow::Result<usize> {
+    let write_err = || format!("write {}", path.display());
+    if !messages.is_empty() {
+        for message in messages {
+            stream.write_all(format!("{message}\n").as_bytes()).with_context(write_err)?;
+        }
+        return Ok(messages.len());
+    }
+    let mut stdin = io::stdin().lock();
+    let mut line = Vec::new();
+    let mut sent = 0;
+    while stdin.read_until(b'\n', &mut line).context("read stdin")? > 0 {
+        stream.write_all(&line).with_context(write_err)?;
+        line.clear();
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+/// What the reader thread saw.
+struct Replies {
+    count: usize,
+    /// The server answered with an `error: ` line (printed to stderr).
+    refused: bool,
+    /// Reading stopped on this error instead of the server's EOF.
+    failed: Option<anyhow::Error>,
+}
+
+/// Print each reply line as it arrives, until the server closes the connection (EOF).
+fn print_replies(stream: UnixStream) -> Replies {
+    let mut replies = Replies { count: 0, refused: false, failed: None };
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => return replies,
+            Ok(_) => replies.count += 1,
+            Err(err) => {
+                replies.failed = Some(err.into());
+                return replies;
+            }
+        }
+        // A refusal can never be an upper-cased echo: `error: ` is lower case.
+        if line.starts_with(b"error: ") {
+            replies.refused = true;
+            let _ = io::stderr().write_all(&line); // ok to lose: stderr is gone
+            continue;
+        }
+        let mut stdout = io::stdout().lock();
+        if let Err(err) = stdout.write_all(&line).and_then(|()| stdout.flush()) {
+            replies.failed = Some(anyhow::Error::new(err).context("write stdout"));
+            return replies;
+        }
+    }
+}

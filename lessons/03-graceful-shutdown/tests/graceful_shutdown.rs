@@ -1,0 +1,158 @@
+//! lesson03-server's one idea: SIGINT and SIGTERM stop it gracefully, and it removes its
+//! socket file — only its own — on the way out.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+use assert_cmd::cargo::cargo_bin;
+use rustix::process::Signal;
+use uds_test_support::{Conn, Server, exchange, temp_dir};
+
+fn server() -> &'static Path {
+    cargo_bin!("lesson03-server")
+}
+
+/// Start the server with a grace period of `grace_ms`.
+fn start(path: &Path, grace_ms: u64) -> Server {
+    let grace = grace_ms.to_string();
+    Server::start(server(), path, &[path.as_os_str(), "--grace-ms".as_ref(), grace.as_ref()])
+}
+
+/// Signal the server while a client is mid-conversation: the client still gets its replies,
+/// new clients are refused, and once the client closes the file is gone and the exit code 0.
+fn an_in_flight_connection_completes_after(signal: Signal, name: &str) {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson03.sock");
+    // A grace period far longer than the test: the client's close, not the clock, ends it.
+    let mut server = start(&path, 60_000);
+    let mut client = Conn::connect(&path);
+    assert_eq!(client.ask("before"), "BEFORE\n");
+    server.signal(signal);
+    server.wait_for_line(&format!("lesson03-server: {name}: shutting down"));
+    let refused = UnixStream::connect(&path).expect_err("a new client during the grace period");
+    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "{refused}");
+    assert_eq!(client.ask("during the grace period"), "DURING THE GRACE PERIOD\n");
+    client.shutdown_write();
+    assert!(client.at_eof());
+    let (status, output) = server.finish();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(!path.exists(), "the socket file is still there:\n{output}");
+    assert!(
+        output.ends_with(&format!("lesson03-server: removed {}\n", path.display())),
+        "{output}"
+    );
+}
+
+/// SIGTERM: the in-flight connection completes, the file is removed, exit code 0.
+#[test]
+fn sigterm_lets_the_in_flight_client_finish_then_removes_the_file_and_exits_0() {
+    an_in_flight_connection_completes_after(Signal::TERM, "SIGTERM");
+}
+
+/// SIGINT (Ctrl-C): the same as SIGTERM.
+#[test]
+fn sigint_lets_the_in_flight_client_finish_then_removes_the_file_and_exits_0() {
+    an_in_flight_connection_completes_after(Signal::INT, "SIGINT");
+}
+
+/// With no client, a signal stops the server at once: `accept` is woken, not left blocked
+/// until a next client happens to connect.
+#[test]
+fn an_idle_server_stops_at_once_on_sigterm() {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson03.sock");
+    let server = start(&path, 60_000);
+    server.signal(Signal::TERM);
+    let (status, output) = server.finish();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(!path.exists());
+}
+
+/// A second signal during the grace period removes the file and exits 1 at once, without
+/// waiting for the open connection or the (minute-long) grace period.
+#[test]
+fn a_second_signal_removes_the_file_and_exits_1_at_once() {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson03.sock");
+    let mut server = start(&path, 60_000);
+    let mut client = Conn::connect(&path);
+    assert_eq!(client.ask("hold on"), "HOLD ON\n");
+    server.signal(Signal::TERM);
+    server.wait_for_line("lesson03-server: SIGTERM: shutting down");
+    server.signal(Signal::INT);
+    let (status, output) = server.finish();
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(!path.exists(), "the socket file is still there:\n{output}");
+    assert!(output.contains("lesson03-server: SIGINT again: exiting now\n"), "{output}");
+}
+
+/// The grace period bounds the wait: a client that never finishes is cut off, and the server
+/// still removes its file and exits 0.
+#[test]
+fn the_grace_period_cuts_off_a_client_that_never_finishes() {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson03.sock");
+    let server = start(&path, 300);
+    let mut client = Conn::connect(&path);
+    assert_eq!(client.ask("idle from now on"), "IDLE FROM NOW ON\n");
+    server.signal(Signal::TERM);
+    let (status, output) = server.finish();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(output.contains("grace period over; cutting off open connections: 1"), "{output}");
+    assert!(!path.exists());
+    assert!(client.at_eof(), "the cut-off client should read EOF");
+}
+
+/// While the server waits out the grace period it sleeps: next to no CPU time.
+#[test]
+fn the_grace_period_is_not_a_busy_loop() {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson03.sock");
+    let mut server = start(&path, 60_000);
+    let mut client = Conn::connect(&path);
+    assert_eq!(client.ask("wait for me"), "WAIT FOR ME\n");
+    server.signal(Signal::TERM);
+    server.wait_for_line_containing("waiting up to 60000 ms for open connections: 1");
+    let before = server.cpu_time();
+    thread::sleep(Duration::from_millis(500));
+    let used = server.cpu_time() - before;
+    assert!(used < Duration::from_millis(100), "{used:?} of CPU in 500 ms of waiting");
+    client.shutdown_write();
+    assert!(client.at_eof());
+    assert_eq!(server.finish().0.code(), Some(0));
+}
+
+/// If the socket file was replaced (removed, and the path bound by someone else) the server
+/// leaves the new file alone: it removes only the inode it bound.
+#[test]
+fn the_guard_leaves_a_socket_file_that_is_no_longer_the_one_it_bound() {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson03.sock");
+    let server = start(&path, 60_000);
+    fs::remove_file(&path).expect("remove the server's socket file");
+    let _newcomer = UnixListener::bind(&path).expect("bind the path again");
+    let inode = fs::metadata(&path).expect("stat").ino();
+    server.signal(Signal::TERM);
+    let (status, output) = server.finish();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert_eq!(fs::metadata(&path).expect("the newcomer's file").ino(), inode, "{output}");
+    assert!(output.contains("is no longer our socket; left in place"), "{output}");
+}
+
+/// SIGKILL cannot be caught: the file stays. Lesson 02's start-up recovers it.
+#[test]
+fn after_sigkill_the_file_stays_and_the_next_start_recovers_it() {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson03.sock");
+    let mut killed = start(&path, 60_000);
+    killed.signal(Signal::KILL);
+    killed.wait_exit();
+    assert!(path.exists(), "SIGKILL runs no cleanup: the file should stay");
+    let _next = start(&path, 60_000);
+    assert_eq!(exchange(&path, b"recovered\n"), b"RECOVERED\n");
+}

@@ -1,0 +1,33 @@
+# uds-course: each recipe is a thin wrapper over a cargo command that the README also shows,
+# so plain cargo works as well. N is a lesson number, written 1 or 01.
+
+set positional-arguments
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List these recipes
+default:
+    @just --list
+
+# One line per lesson: number, short name, the one idea
+list:
+    cargo run -q -- list
+
+# Run lesson N: its client with sample messages, then what its server printed
+lesson N:
+    cargo run -q -- lesson "$1"
+
+# Start lesson N's server; ARGS go to it (a socket path, flags)
+server N *ARGS:
+    @n=$(printf %02d "$((10#$1))") && cargo run -q -p "lesson$n" --bin "lesson$n-server" -- "${@:2}"
+
+# Run lesson N's client; ARGS go to it (the socket path, then messages)
+client N *ARGS:
+    @n=$(printf %02d "$((10#$1))") && cargo run -q -p "lesson$n" --bin "lesson$n-client" -- "${@:2}"
+
+# Run every test of every lesson, the runner and the helpers
+test:
+    cargo test
+
+# The source diff from lesson A to lesson B: only the idea B adds
+diff A B:
+    cargo run -q -- diff "$1" "$2"

@@ -8,7 +8,7 @@ use std::thread;
 
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin;
-use uds_test_support::{DEADLINE, Server, temp_dir};
+use uds_test_support::{DEADLINE, Server, start_in_temp_dir, temp_dir};
 
 fn server() -> &'static Path {
     cargo_bin!("lesson01-server")
@@ -23,9 +23,7 @@ fn client() -> Command {
 /// Each MESSAGE is one line; each reply is printed as it comes; exit 0 after the server's EOF.
 #[test]
 fn the_client_prints_one_reply_per_message_and_exits_0() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson01.sock");
-    let _server = Server::start_at(server(), &path);
+    let (_dir, path, _server) = start_in_temp_dir(server(), "lesson01.sock");
     client()
         .arg(&path)
         .args(["hello", "unix domain sockets"])
@@ -37,9 +35,7 @@ fn the_client_prints_one_reply_per_message_and_exits_0() {
 /// With no MESSAGE the client sends stdin's lines as typed, the last one even without `\n`.
 #[test]
 fn the_client_sends_stdin_when_given_no_message() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson01.sock");
-    let _server = Server::start_at(server(), &path);
+    let (_dir, path, _server) = start_in_temp_dir(server(), "lesson01.sock");
     client()
         .arg(&path)
         .write_stdin("one\ntwo\nthree")
@@ -52,9 +48,7 @@ fn the_client_sends_stdin_when_given_no_message() {
 /// client and the server on full socket buffers.
 #[test]
 fn the_client_reads_while_it_writes_so_a_long_input_cannot_deadlock() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson01.sock");
-    let _server = Server::start_at(server(), &path);
+    let (_dir, path, _server) = start_in_temp_dir(server(), "lesson01.sock");
     let input: String = (0..40_000).map(|i| format!("line {i} of a long input\n")).collect();
     let out = client().arg(&path).write_stdin(input.clone()).assert().success();
     assert!(out.get_output().stdout == input.to_ascii_uppercase().as_bytes(), "replies differ");

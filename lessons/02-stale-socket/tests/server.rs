@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin;
-use uds_test_support::{Conn, DEADLINE, Server, exchange, have_tool, many_clients, temp_dir};
+use uds_test_support::{
+    Conn, DEADLINE, Server, exchange, have_tool, many_clients, start_in_temp_dir, temp_dir,
+};
 
 fn server() -> &'static Path {
     cargo_bin!("lesson02-server")
@@ -18,9 +20,7 @@ fn server() -> &'static Path {
 /// A line sent comes back upper-cased, and EOF from the client ends the connection.
 #[test]
 fn a_line_round_trips_in_upper_case() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson02.sock");
-    let mut server = Server::start_at(server(), &path);
+    let (_dir, path, mut server) = start_in_temp_dir(server(), "lesson02.sock");
     assert_eq!(exchange(&path, b"hello\nUnix Sockets 123\n"), b"HELLO\nUNIX SOCKETS 123\n");
     server.wait_for_line("lesson02-server: connection 1: closed, lines answered: 2");
 }
@@ -28,9 +28,7 @@ fn a_line_round_trips_in_upper_case() {
 /// Two clients are served at once: a silent open connection does not block another one.
 #[test]
 fn two_clients_are_served_at_the_same_time() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson02.sock");
-    let _server = Server::start_at(server(), &path);
+    let (_dir, path, _server) = start_in_temp_dir(server(), "lesson02.sock");
     let mut first = Conn::connect(&path);
     let mut second = Conn::connect(&path);
     assert_eq!(second.ask("second"), "SECOND\n");
@@ -41,9 +39,7 @@ fn two_clients_are_served_at_the_same_time() {
 /// `bind` creates a socket file: type socket (`s` in `ls -l`), not a regular file.
 #[test]
 fn the_socket_file_is_of_type_socket() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson02.sock");
-    let _server = Server::start_at(server(), &path);
+    let (_dir, path, _server) = start_in_temp_dir(server(), "lesson02.sock");
     let meta = std::fs::symlink_metadata(&path).expect("stat the socket file");
     assert!(meta.file_type().is_socket(), "{} is not a socket: {meta:?}", path.display());
     let ls = Command::new("ls").arg("-l").arg(&path).timeout(DEADLINE).output().expect("run ls");
@@ -99,36 +95,28 @@ fn an_unknown_flag_is_a_usage_error() {
 /// 200 clients at once, 50 lines each: every reply intact and in order.
 #[test]
 fn two_hundred_concurrent_clients_get_every_line_back_in_order() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson02.sock");
-    let _server = Server::start_at(server(), &path);
+    let (_dir, path, _server) = start_in_temp_dir(server(), "lesson02.sock");
     many_clients(&path, 200, 50);
 }
 
 /// A last line without a newline is answered when the client half-closes.
 #[test]
 fn a_last_line_without_newline_is_answered_at_eof() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson02.sock");
-    let _server = Server::start_at(server(), &path);
+    let (_dir, path, _server) = start_in_temp_dir(server(), "lesson02.sock");
     assert_eq!(exchange(&path, b"first\nno newline"), b"FIRST\nNO NEWLINE\n");
 }
 
 /// Bytes that are not UTF-8 pass through; only ASCII letters change.
 #[test]
 fn bytes_that_are_not_utf8_come_back_with_only_ascii_upper_cased() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson02.sock");
-    let _server = Server::start_at(server(), &path);
+    let (_dir, path, _server) = start_in_temp_dir(server(), "lesson02.sock");
     assert_eq!(exchange(&path, b"caf\xc3\xa9 \xff ok\n"), b"CAF\xc3\xa9 \xff OK\n");
 }
 
 /// A client that disconnects in the middle of a line ends only its own connection.
 #[test]
 fn a_client_that_vanishes_mid_line_hurts_no_one() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson02.sock");
-    let mut server = Server::start_at(server(), &path);
+    let (_dir, path, mut server) = start_in_temp_dir(server(), "lesson02.sock");
     let mut bystander = Conn::connect(&path);
     let mut vanishing = UnixStream::connect(&path).expect("connect");
     vanishing.write_all(b"half a li").expect("write half a line");
@@ -143,9 +131,7 @@ fn a_client_that_vanishes_mid_line_hurts_no_one() {
 /// are full the server waits on that one client, and everyone else is still served.
 #[test]
 fn a_client_that_never_reads_hurts_no_one() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson02.sock");
-    let mut server = Server::start_at(server(), &path);
+    let (_dir, path, mut server) = start_in_temp_dir(server(), "lesson02.sock");
     let mut greedy = UnixStream::connect(&path).expect("connect");
     greedy.set_write_timeout(Some(Duration::from_millis(200))).expect("set a write timeout");
     let line = [b"x".repeat(1023), b"\n".to_vec()].concat();
@@ -173,9 +159,7 @@ fn a_client_that_never_reads_hurts_no_one() {
 /// backs off instead of spinning a core, and serves again once descriptors are free.
 #[test]
 fn accept_errors_back_off_and_the_server_recovers() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson02.sock");
-    let mut server = Server::start_at(server(), &path);
+    let (_dir, path, mut server) = start_in_temp_dir(server(), "lesson02.sock");
     server.limit_fds(server.open_fds() as u64 + 4);
     // connect succeeds even when the server cannot accept: the kernel queues the client.
     let flood: Vec<Conn> = (0..30).map(|_| Conn::connect(&path)).collect();
@@ -195,9 +179,7 @@ fn socat_gets_upper_case_replies() {
     if !have_tool("socat", "apt-get install -y socat") {
         return;
     }
-    let dir = temp_dir();
-    let path = dir.path().join("lesson02.sock");
-    let _server = Server::start_at(server(), &path);
+    let (_dir, path, _server) = start_in_temp_dir(server(), "lesson02.sock");
     Command::new("socat")
         .arg("-")
         .arg(format!("UNIX-CONNECT:{}", path.display()))
@@ -214,9 +196,7 @@ fn nc_gets_upper_case_replies() {
     if !have_tool("nc", "apt-get install -y netcat-openbsd") {
         return;
     }
-    let dir = temp_dir();
-    let path = dir.path().join("lesson02.sock");
-    let _server = Server::start_at(server(), &path);
+    let (_dir, path, _server) = start_in_temp_dir(server(), "lesson02.sock");
     Command::new("nc")
         .arg("-NU")
         .arg(&path)
@@ -233,9 +213,7 @@ fn python_gets_upper_case_replies() {
     if !have_tool("python3", "apt-get install -y python3") {
         return;
     }
-    let dir = temp_dir();
-    let path = dir.path().join("lesson02.sock");
-    let _server = Server::start_at(server(), &path);
+    let (_dir, path, _server) = start_in_temp_dir(server(), "lesson02.sock");
     let script = r#"
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -31,6 +31,16 @@ pub fn temp_dir() -> TempDir {
     tempfile::Builder::new().prefix("uds-test-").tempdir().expect("create a temp dir")
 }
 
+/// The common start: a private temp dir, `bin` listening on `<dir>/<file_name>` in it.
+/// Bind all three (`let (_dir, path, server) = …`): the server is dropped (killed) first and
+/// the directory last, so nothing stays on disk.
+pub fn start_in_temp_dir(bin: &Path, file_name: &str) -> (TempDir, PathBuf, Server) {
+    let dir = temp_dir();
+    let path = dir.path().join(file_name);
+    let server = Server::start_at(bin, &path);
+    (dir, path, server)
+}
+
 /// A running server process: killed and reaped on drop.
 pub struct Server {
     child: Child,

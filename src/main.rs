@@ -1,1 +1,70 @@
-fn main() {}
+//! uds-course: the course runner. `list` the lessons, run one with `lesson N`, and show what a
+//! lesson adds to another with `diff A B`.
+//!
+//! Run: `cargo run -- list`, `cargo run -- lesson 1`, `cargo run -- diff 1 2`.
+
+mod diff;
+mod lessons;
+mod run;
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::lessons::Number;
+
+/// The Unix domain sockets course, lesson by lesson.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// One line per lesson: number, short name, the one idea
+    List,
+    /// Build lesson N, run its server and its client with sample messages, show both
+    Lesson {
+        /// The lesson number, `1` or `01`
+        n: Number,
+    },
+    /// The source diff from lesson A to lesson B, so only the idea shows
+    Diff {
+        /// The lesson to diff from
+        a: Number,
+        /// The lesson to diff to
+        b: Number,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        // `uds-course diff 1 2 | head`: a reader that has seen enough is not an error.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("uds-course: {err:#}");
+            // 128 + SIGINT, as a shell reports a program that Ctrl-C stopped.
+            if err.is::<run::Interrupted>() { ExitCode::from(130) } else { ExitCode::FAILURE }
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    // Usage errors exit 2 here, with clap's message.
+    match Cli::parse().command {
+        Cmd::List => lessons::list(),
+        Cmd::Lesson { n } => run::lesson(n),
+        Cmd::Diff { a, b } => diff::diff(a, b),
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    let kind = |cause: &(dyn std::error::Error + 'static)| {
+        cause.downcast_ref::<io::Error>().map(io::Error::kind)
+    };
+    err.chain().any(|cause| kind(cause) == Some(io::ErrorKind::BrokenPipe))
+}

@@ -1,0 +1,117 @@
+//! Finding the lessons: every `lessons/NN-short-name/` directory, read at run time, and `list`.
+//!
+//! Scanning the directory (instead of a list compiled into the runner) means a new lesson shows
+//! up in `list`, `lesson N` and `diff A B` the moment its directory exists.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, bail};
+
+/// A lesson number as typed on the command line: `1` or `01`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Number(u8);
+
+impl FromStr for Number {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        // Two digits at most: directory names are `NN-...`, so `001` could never match one.
+        match s.parse::<u8>() {
+            Ok(n @ 1..=99) if s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit()) => Ok(Self(n)),
+            _ => Err(format!("`{s}` is not a lesson number (1 to 99, written `1` or `01`)")),
+        }
+    }
+}
+
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}", self.0)
+    }
+}
+
+/// One `lessons/NN-short-name/` directory.
+pub struct Lesson {
+    pub number: Number,
+    pub short_name: String,
+    pub dir: PathBuf,
+}
+
+impl Lesson {
+    /// The package name, which also prefixes the binaries: `lesson01`.
+    pub fn package(&self) -> String {
+        format!("lesson{}", self.number)
+    }
+
+    /// The directory relative to the workspace root, as diff headers show it.
+    pub fn relative_dir(&self) -> String {
+        format!("lessons/{}-{}", self.number, self.short_name)
+    }
+
+    /// The one idea: the `description = "..."` line of the lesson's Cargo.toml.
+    pub fn description(&self) -> anyhow::Result<String> {
+        let manifest = self.dir.join("Cargo.toml");
+        let text = fs::read_to_string(&manifest)
+            .with_context(|| format!("read {}", manifest.display()))?;
+        // One line parsed by hand: a TOML parser would be the runner's biggest dependency, and
+        // every lesson writes this line the same way (a plain string, no escapes).
+        text.lines()
+            .filter_map(|line| line.trim().strip_prefix("description"))
+            .filter_map(|rest| rest.trim_start().strip_prefix('='))
+            .find_map(|value| value.trim().strip_prefix('"')?.strip_suffix('"'))
+            .map(str::to_owned)
+            .with_context(|| {
+                format!("read {}: no `description = \"...\"` line", manifest.display())
+            })
+    }
+}
+
+/// The workspace root, baked in at build time: the runner reads the lessons' sources from here.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every lesson, in order.
+pub fn all() -> anyhow::Result<Vec<Lesson>> {
+    let dir = root().join("lessons");
+    let entries = fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))?;
+    let mut lessons = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("read {}", dir.display()))?;
+        let name = entry.file_name();
+        // Anything not named `NN-short-name` (a README, an editor's backup) is not a lesson.
+        let Some((digits, short_name)) = name.to_str().and_then(|name| name.split_once('-')) else {
+            continue;
+        };
+        let Ok(number) = digits.parse::<Number>() else { continue };
+        if digits.len() != 2 || short_name.is_empty() || !entry.path().is_dir() {
+            continue;
+        }
+        lessons.push(Lesson { number, short_name: short_name.to_owned(), dir: entry.path() });
+    }
+    lessons.sort_by_key(|lesson| lesson.number);
+    Ok(lessons)
+}
+
+/// Lesson `number`, or an error naming the lessons that exist.
+pub fn find(number: Number) -> anyhow::Result<Lesson> {
+    let lessons = all()?;
+    let names: Vec<String> = lessons.iter().map(|lesson| lesson.number.to_string()).collect();
+    match lessons.into_iter().find(|lesson| lesson.number == number) {
+        Some(lesson) => Ok(lesson),
+        None => bail!("no lesson {number}; the lessons are {}", names.join(", ")),
+    }
+}
+
+/// `list`: `NN  short-name  the one idea`, one line per lesson, short names padded to align.
+pub fn list() -> anyhow::Result<()> {
+    let lessons = all()?;
+    let width = lessons.iter().map(|lesson| lesson.short_name.len()).max().unwrap_or(0);
+    for lesson in &lessons {
+        let description = lesson.description()?;
+        println!("{}  {:<width$}  {description}", lesson.number, lesson.short_name);
+    }
+    Ok(())
+}

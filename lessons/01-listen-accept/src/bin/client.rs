@@ -5,8 +5,9 @@
 //! I am still listening"); the server reads EOF, answers what is left and closes, and the
 //! client reads EOF in turn.
 //!
-//! Run: start the server (it prints `listening on PATH`), then `just client 1 PATH hello world`,
-//! or `just client 1 PATH` to type lines (Ctrl-D to finish). Partner: server.rs.
+//! Run: start the server (it prints `listening on PATH`), then
+//! `cargo run --bin lesson01-client -- PATH hello world`, or without messages to type lines
+//! (Ctrl-D to finish). Partner: server.rs.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::Shutdown;

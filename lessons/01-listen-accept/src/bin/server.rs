@@ -5,8 +5,8 @@
 //! thread. The socket file outlives the server, so a second run after a crash fails with
 //! "Address already in use" — lesson 02 fixes that.
 //!
-//! Run: `just server 1` prints `listening on PATH`; then `just client 1 PATH hello` in another
-//! terminal, or `nc -NU PATH`. Partner: client.rs.
+//! Run: `cargo run --bin lesson01-server` prints `listening on PATH`; then, in another terminal,
+//! `cargo run --bin lesson01-client -- PATH hello` or `nc -NU PATH`. Partner: client.rs.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

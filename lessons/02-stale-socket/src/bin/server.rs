@@ -5,8 +5,8 @@
 //! stale, so remove it; an answer means a live server, so refuse to start; anything that is
 //! not a socket is not ours to delete, so leave it alone.
 //!
-//! Run: `just server 2` prints `listening on PATH`; then `just client 2 PATH hello` in another
-//! terminal, or `nc -NU PATH`. Partner: client.rs.
+//! Run: `cargo run --bin lesson02-server` prints `listening on PATH`; then, in another terminal,
+//! `cargo run --bin lesson02-client -- PATH hello` or `nc -NU PATH`. Partner: client.rs.
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::fs::FileTypeExt;

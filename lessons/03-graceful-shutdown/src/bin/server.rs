@@ -7,8 +7,8 @@
 //! stops waiting and exits 1 at once. SIGKILL cannot be caught: lesson 02's start-up cleans up
 //! after it.
 //!
-//! Run: `just server 3` prints `listening on PATH`; then `just client 3 PATH hello` in another
-//! terminal, or `nc -NU PATH`. Partner: client.rs.
+//! Run: `cargo run --bin lesson03-server` prints `listening on PATH`; then, in another terminal,
+//! `cargo run --bin lesson03-client -- PATH hello` or `nc -NU PATH`. Partner: client.rs.
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

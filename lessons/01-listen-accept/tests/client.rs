@@ -2,13 +2,16 @@
 //! misbehave on purpose.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixListener;
-use std::path::Path;
-use std::thread;
+use std::net::Shutdown;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
 
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin;
-use uds_test_support::{DEADLINE, Server, start_in_temp_dir, temp_dir};
+use uds_test_support::{ChildGuard, DEADLINE, Server, start_in_temp_dir, temp_dir};
 
 fn server() -> &'static Path {
     cargo_bin!("lesson01-server")
@@ -18,6 +21,18 @@ fn client() -> Command {
     let mut cmd = Command::new(cargo_bin!("lesson01-client"));
     cmd.timeout(DEADLINE);
     cmd
+}
+
+/// A fake server at `<dir>/fake.sock` that holds one `conversation` with the first client,
+/// on its own thread: join it to see its panics.
+fn fake_server(
+    dir: &Path,
+    conversation: impl FnOnce(UnixStream) + Send + 'static,
+) -> (PathBuf, JoinHandle<()>) {
+    let path = dir.join("fake.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let fake = thread::spawn(move || conversation(listener.accept().expect("accept").0));
+    (path, fake)
 }
 
 /// Each MESSAGE is one line; each reply is printed as it comes; exit 0 after the server's EOF.
@@ -54,6 +69,32 @@ fn the_client_reads_while_it_writes_so_a_long_input_cannot_deadlock() {
     assert!(out.get_output().stdout == input.to_ascii_uppercase().as_bytes(), "replies differ");
 }
 
+/// Replies are printed as they arrive, not gathered until the end: the first reply is on the
+/// client's stdout while the server still holds the second one back.
+#[test]
+fn each_reply_is_printed_as_it_arrives() {
+    let dir = temp_dir();
+    let (go_on, wait) = mpsc::channel::<()>();
+    let (path, fake) = fake_server(dir.path(), move |conn| {
+        let mut lines = BufReader::new(&conn).lines();
+        lines.next().expect("line one").expect("read");
+        (&conn).write_all(b"ONE\n").expect("write");
+        wait.recv_timeout(DEADLINE).expect("the test saw ONE");
+        lines.next().expect("line two").expect("read");
+        (&conn).write_all(b"TWO\n").expect("write");
+    });
+    let mut cmd = std::process::Command::new(cargo_bin!("lesson01-client"));
+    cmd.arg(&path).args(["one", "two"]);
+    // A client, watched like a server: each line it prints arrives on a channel.
+    let mut running = Server::spawn_cmd(cmd, &path);
+    running.wait_for_line("ONE");
+    go_on.send(()).expect("the fake server is waiting");
+    let (status, output) = running.finish();
+    assert!(status.success(), "{output}");
+    assert_eq!(output, "ONE\nTWO\n");
+    fake.join().expect("fake server");
+}
+
 /// The default path is `$XDG_RUNTIME_DIR/uds-course/lesson01.sock`, as for the server.
 #[test]
 fn the_client_uses_the_default_path_when_given_none() {
@@ -88,16 +129,25 @@ fn a_stale_socket_file_is_connection_refused() {
     ));
 }
 
+/// A path too long for `sun_path` is a clear error on the client's side too.
+#[test]
+fn a_path_of_108_bytes_is_a_clear_error() {
+    let dir = temp_dir();
+    let base = dir.path().as_os_str().len() + 1;
+    let path = dir.path().join("s".repeat(108 - base));
+    client().arg(&path).arg("hi").assert().code(1).stderr(format!(
+        "lesson01-client: connect {}: path must be shorter than SUN_LEN\n",
+        path.display()
+    ));
+}
+
 /// A reply starting `error: ` goes to stderr and makes the exit code 1.
 #[test]
 fn an_error_reply_goes_to_stderr_and_exits_1() {
     let dir = temp_dir();
-    let path = dir.path().join("fake.sock");
-    let listener = UnixListener::bind(&path).expect("bind");
-    let fake = thread::spawn(move || {
-        let (mut conn, _) = listener.accept().expect("accept");
+    let (path, fake) = fake_server(dir.path(), |mut conn| {
         conn.write_all(b"error: you are not welcome\n").expect("write");
-        conn.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        conn.shutdown(Shutdown::Write).expect("shutdown");
         let _ = conn.read_to_end(&mut Vec::new()); // drain, as CONTRACT.md's servers do
     });
     client()
@@ -110,14 +160,25 @@ fn an_error_reply_goes_to_stderr_and_exits_1() {
     fake.join().expect("fake server");
 }
 
+/// A refusal takes precedence over the write error after it: the server answers `error: `
+/// and closes without reading, so the client's writes fail with EPIPE — and it reports only
+/// the server's line.
+#[test]
+fn an_error_reply_takes_precedence_over_the_broken_pipe_after_it() {
+    let dir = temp_dir();
+    let (path, fake) = fake_server(dir.path(), |mut conn| {
+        conn.write_all(b"error: go away\n").expect("write");
+    });
+    let input = "a line the server will never read\n".repeat(100_000);
+    client().arg(&path).write_stdin(input).assert().code(1).stdout("").stderr("error: go away\n");
+    fake.join().expect("fake server");
+}
+
 /// Fewer replies than lines sent is a failure, not a silent success.
 #[test]
 fn fewer_replies_than_lines_sent_exits_1() {
     let dir = temp_dir();
-    let path = dir.path().join("fake.sock");
-    let listener = UnixListener::bind(&path).expect("bind");
-    let fake = thread::spawn(move || {
-        let (conn, _) = listener.accept().expect("accept");
+    let (path, fake) = fake_server(dir.path(), |conn| {
         let mut lines = BufReader::new(&conn).lines();
         let first = lines.next().expect("a line").expect("read");
         (&conn).write_all(format!("{}\n", first.to_uppercase()).as_bytes()).expect("write");
@@ -130,4 +191,46 @@ fn fewer_replies_than_lines_sent_exits_1() {
         ),
     );
     fake.join().expect("fake server");
+}
+
+/// A reply cut off by the server closing mid-line is an error, not a reply.
+#[test]
+fn a_reply_cut_off_mid_line_exits_1() {
+    let dir = temp_dir();
+    let (path, fake) = fake_server(dir.path(), |mut conn| {
+        let _ = BufReader::new(&conn).lines().count(); // read up to the client's half-close
+        conn.write_all(b"ONE\nTW").expect("write");
+    });
+    client().arg(&path).args(["one", "two"]).assert().code(1).stdout("ONE\n").stderr(format!(
+        "lesson01-client: read {}: the server closed the connection mid-reply\n",
+        path.display()
+    ));
+    fake.join().expect("fake server");
+}
+
+/// When the client's own stdout closes (`| head -1`), it stops at once with one line naming
+/// stdout: it does not keep sending to a server that is waiting for it to read.
+#[test]
+fn a_closed_stdout_stops_the_client_with_a_clear_error() {
+    let (_dir, path, _server) = start_in_temp_dir(server(), "lesson01.sock");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader); // nobody will ever read the client's stdout
+    let mut cmd = std::process::Command::new(cargo_bin!("lesson01-client"));
+    cmd.arg(&path).stdin(Stdio::piped()).stdout(writer).stderr(Stdio::piped());
+    let mut client = ChildGuard(cmd.spawn().expect("spawn the client"));
+    let mut stdin = client.0.stdin.take().expect("piped stdin");
+    // Far more than the socket buffers hold, from a thread: the client has to stop us.
+    let feeder = thread::spawn(move || {
+        for _ in 0..200_000 {
+            if stdin.write_all(b"a line nobody reads\n").is_err() {
+                return;
+            }
+        }
+    });
+    let status = client.wait();
+    let mut stderr = String::new();
+    client.0.stderr.take().expect("piped stderr").read_to_string(&mut stderr).expect("stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr, "lesson01-client: write stdout: Broken pipe (os error 32)\n");
+    feeder.join().expect("feeder");
 }

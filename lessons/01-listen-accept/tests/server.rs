@@ -1,6 +1,6 @@
 //! lesson01-server, proven with the real binary on real sockets in private temp dirs.
 
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -11,7 +11,8 @@ use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin;
 use rustix::process::Signal;
 use uds_test_support::{
-    Conn, DEADLINE, Server, exchange, have_tool, many_clients, start_in_temp_dir, temp_dir,
+    ChildGuard, Conn, DEADLINE, Server, exchange, have_tool, many_clients, start_in_temp_dir,
+    temp_dir,
 };
 
 fn server() -> &'static Path {
@@ -57,6 +58,35 @@ fn the_default_path_is_under_xdg_runtime_dir() {
     cmd.env("XDG_RUNTIME_DIR", dir.path());
     let _server = Server::start_cmd(cmd, &path);
     assert_eq!(exchange(&path, b"default\n"), b"DEFAULT\n");
+}
+
+/// Without `$XDG_RUNTIME_DIR` the default is `<temp dir>/uds-course-<uid>/lesson01.sock`: the
+/// uid keeps users of a shared /tmp apart.
+#[test]
+fn without_xdg_runtime_dir_the_default_path_is_in_the_temp_dir_with_the_uid() {
+    let dir = temp_dir();
+    let uid = rustix::process::getuid().as_raw();
+    let path = dir.path().join(format!("uds-course-{uid}/lesson01.sock"));
+    let mut cmd = std::process::Command::new(server());
+    cmd.env_remove("XDG_RUNTIME_DIR").env("TMPDIR", dir.path());
+    let _server = Server::start_cmd(cmd, &path);
+    assert_eq!(exchange(&path, b"fallback\n"), b"FALLBACK\n");
+}
+
+/// A server whose stdout nobody reads fails with one line naming stdout, not a panic.
+#[test]
+fn a_closed_stdout_is_a_clear_error() {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson01.sock");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut cmd = std::process::Command::new(server());
+    cmd.arg(&path).stdout(writer).stderr(std::process::Stdio::piped());
+    let mut server = ChildGuard(cmd.spawn().expect("spawn the server"));
+    assert_eq!(server.wait().code(), Some(1));
+    let mut stderr = String::new();
+    server.0.stderr.take().expect("piped").read_to_string(&mut stderr).expect("read stderr");
+    assert_eq!(stderr, "lesson01-server: write stdout: Broken pipe (os error 32)\n");
 }
 
 /// After the server is killed its socket file stays, and a restart fails with
@@ -150,7 +180,11 @@ fn a_client_that_vanishes_mid_line_hurts_no_one() {
     let mut vanishing = UnixStream::connect(&path).expect("connect");
     vanishing.write_all(b"half a li").expect("write half a line");
     drop(vanishing);
-    server.wait_for_line_containing("connection 2: ");
+    // Not just accepted: the server has read to EOF and ended that connection.
+    server.wait_for(
+        |l| l.contains("connection 2: ") && !l.ends_with("accepted"),
+        "connection 2 ends",
+    );
     assert_eq!(bystander.ask("still here"), "STILL HERE\n");
     assert_eq!(exchange(&path, b"newcomer\n"), b"NEWCOMER\n");
     assert!(!server.has_exited());
@@ -180,7 +214,10 @@ fn a_client_that_never_reads_hurts_no_one() {
     assert!(full, "wrote {written} bytes without the buffers filling: is anyone reading them?");
     assert_eq!(exchange(&path, b"not stuck\n"), b"NOT STUCK\n");
     drop(greedy);
-    server.wait_for_line_containing("connection 1: ");
+    server.wait_for(
+        |l| l.contains("connection 1: ") && !l.ends_with("accepted"),
+        "connection 1 ends",
+    );
     assert_eq!(exchange(&path, b"after\n"), b"AFTER\n");
 }
 
@@ -189,7 +226,7 @@ fn a_client_that_never_reads_hurts_no_one() {
 #[test]
 fn accept_errors_back_off_and_the_server_recovers() {
     let (_dir, path, mut server) = start_in_temp_dir(server(), "lesson01.sock");
-    server.limit_fds(server.open_fds() as u64 + 4);
+    server.allow_only_more_fds(4);
     // connect succeeds even when the server cannot accept: the kernel queues the client.
     let flood: Vec<Conn> = (0..30).map(|_| Conn::connect(&path)).collect();
     server.wait_for_line_containing("lesson01-server: accept: Too many open files (os error 24)");

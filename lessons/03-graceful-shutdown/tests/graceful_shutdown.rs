@@ -2,16 +2,22 @@
 //! socket file — only its own — on the way out.
 
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
 
+use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin;
 use rustix::process::Signal;
-use uds_test_support::{Conn, Server, exchange, temp_dir};
+use uds_test_support::{ChildGuard, Conn, DEADLINE, Server, exchange, temp_dir};
+
+/// "At once", generously for a loaded CI machine, and far below the minute-long grace periods
+/// these tests set: a server that waits for the grace period or a client cannot pass.
+const AT_ONCE: Duration = Duration::from_secs(2);
 
 fn server() -> &'static Path {
     cargo_bin!("lesson03-server")
@@ -66,10 +72,11 @@ fn sigint_lets_the_in_flight_client_finish_then_removes_the_file_and_exits_0() {
 fn an_idle_server_stops_at_once_on_sigterm() {
     let dir = temp_dir();
     let path = dir.path().join("lesson03.sock");
-    let server = start(&path, 60_000);
+    let mut server = start(&path, 60_000);
     server.signal(Signal::TERM);
-    let (status, output) = server.finish();
-    assert_eq!(status.code(), Some(0), "{output}");
+    // Milliseconds when `accept` is woken; a missed wake-up waits for a client forever.
+    let status = server.wait_exit_within(AT_ONCE);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", server.output());
     assert!(!path.exists());
 }
 
@@ -85,8 +92,9 @@ fn a_second_signal_removes_the_file_and_exits_1_at_once() {
     server.signal(Signal::TERM);
     server.wait_for_line("lesson03-server: SIGTERM: shutting down");
     server.signal(Signal::INT);
-    let (status, output) = server.finish();
-    assert_eq!(status.code(), Some(1), "{output}");
+    let status = server.wait_exit_within(AT_ONCE);
+    let (_, output) = server.finish();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{output}");
     assert!(!path.exists(), "the socket file is still there:\n{output}");
     assert!(output.contains("lesson03-server: SIGINT again: exiting now\n"), "{output}");
 }
@@ -155,4 +163,59 @@ fn after_sigkill_the_file_stays_and_the_next_start_recovers_it() {
     assert!(path.exists(), "SIGKILL runs no cleanup: the file should stay");
     let _next = start(&path, 60_000);
     assert_eq!(exchange(&path, b"recovered\n"), b"RECOVERED\n");
+}
+
+/// The grace period is 5000 ms unless `--grace-ms` says otherwise.
+#[test]
+fn the_grace_period_defaults_to_5000_ms() {
+    let help = Command::new(server()).arg("--help").timeout(DEADLINE).output().expect("--help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--grace-ms <N>") && help.contains("[default: 5000]"), "{help}");
+}
+
+/// A client still queued (connected, never accepted) when the signal comes is not served, and
+/// does not wait out the grace period either: it is reset as soon as accepting stops.
+#[test]
+fn a_client_still_queued_at_the_signal_is_not_served_and_not_kept_waiting() {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson03.sock");
+    let mut server = start(&path, 60_000);
+    // One descriptor to spare: the in-flight client gets it, the next one stays queued.
+    server.allow_only_more_fds(1);
+    let mut in_flight = Conn::connect(&path);
+    assert_eq!(in_flight.ask("in flight"), "IN FLIGHT\n");
+    let mut queued = UnixStream::connect(&path).expect("connect: queued by the kernel");
+    server.wait_for_line_containing("accept: Too many open files");
+    server.signal(Signal::TERM);
+    server.wait_for_line("lesson03-server: SIGTERM: shutting down");
+    // The grace period is a minute and the in-flight client is still open; the queued client
+    // must hear within seconds that it will not be served.
+    queued.set_read_timeout(Some(AT_ONCE)).expect("set a read timeout");
+    let mut reply = Vec::new();
+    match queued.read_to_end(&mut reply) {
+        Ok(_) => assert!(reply.is_empty(), "a queued client was served: {reply:?}"),
+        Err(err) => assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}"),
+    }
+    assert_eq!(in_flight.ask("still served"), "STILL SERVED\n");
+    in_flight.shutdown_write();
+    assert!(in_flight.at_eof());
+    assert_eq!(server.finish().0.code(), Some(0));
+}
+
+/// The guard removes the socket file on an error path too: here the server cannot print its
+/// `listening on` line, so it fails with one line on stderr — and its file is gone.
+#[test]
+fn the_guard_removes_the_file_when_the_server_fails_after_bind() {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson03.sock");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader); // writing `listening on` fails with EPIPE, after bind
+    let mut cmd = std::process::Command::new(server());
+    cmd.arg(&path).stdout(writer).stderr(Stdio::piped());
+    let mut server = ChildGuard(cmd.spawn().expect("spawn the server"));
+    assert_eq!(server.wait().code(), Some(1));
+    let mut stderr = String::new();
+    server.0.stderr.take().expect("piped").read_to_string(&mut stderr).expect("read stderr");
+    assert_eq!(stderr, "lesson03-server: write stdout: Broken pipe (os error 32)\n");
+    assert!(!path.exists(), "the guard left the socket file behind");
 }

@@ -50,10 +50,11 @@ fn run() -> anyhow::Result<ExitCode> {
     // Read on a second thread while this one writes. Writing everything first would deadlock on
     // a long input: the server blocks writing replies nobody reads, so it stops reading, and
     // our writes block in turn. It also makes an interactive session show each reply at once.
-    let read_half = stream.try_clone().context("clone the socket")?;
+    let read_half = stream.try_clone().with_context(|| format!("clone {}", path.display()))?;
+    let reader_path = path.clone();
     let reader = thread::Builder::new()
-        .spawn(move || print_replies(read_half))
-        .context("spawn the reader thread")?;
+        .spawn(move || print_replies(read_half, &reader_path))
+        .with_context(|| format!("spawn a reader for {}", path.display()))?;
     let sent = send_lines(&stream, &args.message, &path);
     // ANCHOR: shutdown
     // Half-close: the server reads EOF, answers the rest, and closes — our reader's EOF.
@@ -61,13 +62,16 @@ fn run() -> anyhow::Result<ExitCode> {
     // ANCHOR_END: shutdown
     let replies = reader.join().map_err(|_| anyhow!("the reader thread panicked"))?;
     if replies.refused {
-        return Ok(ExitCode::FAILURE); // the server's `error: ` line, already on stderr, says why
+        // The server's `error: ` line, already on stderr, says why. A write error after it
+        // (EPIPE: the server closed the connection) is only its echo.
+        return Ok(ExitCode::FAILURE);
+    }
+    // The reader's failure first: when it stops (stdout closed, say), our writes fail too.
+    if let Some(err) = replies.failed {
+        return Err(err);
     }
     let sent = sent?;
     shutdown.with_context(|| format!("shutdown {}", path.display()))?;
-    if let Some(err) = replies.failed {
-        return Err(err.context(format!("read {}", path.display())));
-    }
     if replies.count < sent {
         bail!(
             "read {}: the server closed the connection after {} of {sent} replies",
@@ -108,30 +112,37 @@ struct Replies {
 }
 
 /// Print each reply line as it arrives, until the server closes the connection (EOF).
-fn print_replies(stream: UnixStream) -> Replies {
+fn print_replies(stream: UnixStream, path: &Path) -> Replies {
     let mut replies = Replies { count: 0, refused: false, failed: None };
+    if let Err(err) = read_replies(&stream, path, &mut replies) {
+        // Stop our writer too: after this its next write fails at once, instead of blocking
+        // on a server that waits for us to read replies we no longer read.
+        let _ = stream.shutdown(Shutdown::Both); // ok to fail: the connection may be gone
+        replies.failed = Some(err);
+    }
+    replies
+}
+
+fn read_replies(stream: &UnixStream, path: &Path, replies: &mut Replies) -> anyhow::Result<()> {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
         line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) => return replies,
-            Ok(_) => replies.count += 1,
-            Err(err) => {
-                replies.failed = Some(err.into());
-                return replies;
-            }
+        let read = reader.read_until(b'\n', &mut line);
+        if read.with_context(|| format!("read {}", path.display()))? == 0 {
+            return Ok(()); // EOF: the server closed its end
         }
+        if !line.ends_with(b"\n") {
+            bail!("read {}: the server closed the connection mid-reply", path.display());
+        }
+        replies.count += 1;
         // A refusal can never be an upper-cased echo: `error: ` is lower case.
         if line.starts_with(b"error: ") {
             replies.refused = true;
             let _ = io::stderr().write_all(&line); // ok to lose: stderr is gone
-            continue;
-        }
-        let mut stdout = io::stdout().lock();
-        if let Err(err) = stdout.write_all(&line).and_then(|()| stdout.flush()) {
-            replies.failed = Some(anyhow::Error::new(err).context("write stdout"));
-            return replies;
+        } else {
+            let mut stdout = io::stdout().lock();
+            stdout.write_all(&line).and_then(|()| stdout.flush()).context("write stdout")?;
         }
     }
 }

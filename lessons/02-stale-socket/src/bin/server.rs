@@ -53,8 +53,12 @@ fn run() -> anyhow::Result<()> {
     // died — `bind` fails with "Address already in use".
     let listener = UnixListener::bind(&path).with_context(|| format!("bind {}", path.display()))?;
     // ANCHOR_END: bind
-    println!("listening on {}", path.display());
-    io::stdout().flush().context("flush stdout")?;
+    // The line that scripts and tests wait for. writeln!, not println!, which would panic
+    // if nobody reads our stdout.
+    let mut stdout = io::stdout();
+    writeln!(stdout, "listening on {}", path.display())
+        .and_then(|()| stdout.flush())
+        .context("write stdout")?;
     // ANCHOR: accept_loop
     for id in 1.. {
         match listener.accept() {
@@ -92,6 +96,8 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
     if !meta.file_type().is_socket() {
         bail!("probe {}: not a socket; left untouched", path.display());
     }
+    // A live server whose backlog is full makes this connect wait, not fail, until it gets
+    // round to accepting; lesson 05 puts a deadline on connect.
     match UnixStream::connect(path) {
         Ok(_) => bail!("probe {}: is in use by a running server", path.display()),
         // ECONNREFUSED: a socket file nobody listens on any more, the mark of a stale one.

@@ -69,8 +69,12 @@ fn run() -> anyhow::Result<()> {
     let stopping = Arc::new(AtomicBool::new(false));
     // Before `listening on`: a signal that arrives once we are ready must find its handler.
     handle_signals(&listener, &socket_file, &stopping)?;
-    println!("listening on {}", path.display());
-    io::stdout().flush().context("flush stdout")?;
+    // The line that scripts and tests wait for. writeln!, not println!, which would panic
+    // if nobody reads our stdout.
+    let mut stdout = io::stdout();
+    writeln!(stdout, "listening on {}", path.display())
+        .and_then(|()| stdout.flush())
+        .context("write stdout")?;
     let connections = Arc::new(Connections::default());
     // ANCHOR: accept_loop
     for id in 1.. {
@@ -101,6 +105,9 @@ fn run() -> anyhow::Result<()> {
         }
     }
     // ANCHOR_END: accept_loop
+    // Close the listening socket: clients still queued in it get a reset now, instead of
+    // waiting out the grace period for an `accept` that will never come.
+    drop(listener);
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
     let open = connections.count();
@@ -115,7 +122,10 @@ fn run() -> anyhow::Result<()> {
         eprintln!("lesson03-server: grace period over; cutting off open connections: {cut_off}");
     }
     // ANCHOR_END: grace
-    Ok(()) // `_remove_on_exit` drops here and removes the socket file
+    if socket_file.remove() {
+        eprintln!("lesson03-server: removed {}", path.display());
+    }
+    Ok(())
 }
 
 // ANCHOR: signals
@@ -140,18 +150,21 @@ fn handle_signals(
         let mut signals = signals.forever();
         if let Some(signal) = signals.next() {
             stopping.store(true, Ordering::SeqCst);
-            // shutdown(2) on a listening socket wakes the blocked `accept` at once (it fails
-            // with EINVAL), and from now on `connect` is refused. That is Linux; on macOS a
+            // shutdown(2) on a listening socket makes the blocked `accept` return at once,
+            // with an error, and from now on `connect` is refused. That is Linux; on macOS a
             // self-pipe and poll(2) are the way (see the book's macOS notes).
             if let Err(err) = rustix::net::shutdown(&listening, rustix::net::Shutdown::Read) {
                 eprintln!("lesson03-server: shutdown the listener: {err}");
             }
+            drop(listening); // the main thread closes its handle too, once it stops accepting
             eprintln!("lesson03-server: {}: shutting down", signal_name(signal));
         }
         if let Some(signal) = signals.next() {
             eprintln!("lesson03-server: {} again: exiting now", signal_name(signal));
             // process::exit runs no destructors, so remove the file by hand.
-            socket_file.remove();
+            if socket_file.remove() {
+                eprintln!("lesson03-server: removed {}", socket_file.path.display());
+            }
             process::exit(1);
         }
     };
@@ -172,7 +185,8 @@ struct SocketFile {
     path: PathBuf,
     dev: u64,
     ino: u64,
-    removed: AtomicBool,
+    /// Held while removing, so a second caller waits for the first to finish.
+    removed: Mutex<bool>,
 }
 
 impl SocketFile {
@@ -183,22 +197,26 @@ impl SocketFile {
             path: path.to_owned(),
             dev: meta.dev(),
             ino: meta.ino(),
-            removed: AtomicBool::new(false),
+            removed: Mutex::new(false),
         })
     }
 
-    /// Remove the file if it is still the one we bound; once, even if two threads ask.
-    fn remove(&self) {
-        if self.removed.swap(true, Ordering::SeqCst) {
-            return;
+    /// Remove the file if it is still the one we bound; true if this call removed it. Two
+    /// threads may ask at once (the main thread, a second signal): the second waits, then finds
+    /// nothing left to do — so `process::exit` cannot cut the first one short.
+    fn remove(&self) -> bool {
+        let mut removed = self.removed.lock().unwrap_or_else(PoisonError::into_inner);
+        if *removed {
+            return false;
         }
+        *removed = true;
         let path = self.path.display();
         match fs::symlink_metadata(&self.path) {
             // Between this check and the unlink another server could still replace the file;
-            // the window is microseconds, against the minutes of a restart.
+            // the window is microseconds, against the seconds a restart takes.
             Ok(meta) if (meta.dev(), meta.ino()) == (self.dev, self.ino) => {
                 match fs::remove_file(&self.path) {
-                    Ok(()) => eprintln!("lesson03-server: removed {path}"),
+                    Ok(()) => return true,
                     Err(err) => eprintln!("lesson03-server: remove {path}: {err}"),
                 }
             }
@@ -206,10 +224,12 @@ impl SocketFile {
             Err(err) if err.kind() == ErrorKind::NotFound => {}
             Err(err) => eprintln!("lesson03-server: stat {path}: {err}"),
         }
+        false
     }
 }
 
-/// Removes the socket file when dropped: on `Ok`, on `?` and when a panic unwinds alike.
+/// Removes the socket file when dropped: on an early `?` and when a panic unwinds, as well
+/// as at the end of `run` (where the removal has already been done and logged).
 struct RemoveOnDrop(Arc<SocketFile>);
 
 impl Drop for RemoveOnDrop {
@@ -274,6 +294,8 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
     if !meta.file_type().is_socket() {
         bail!("probe {}: not a socket; left untouched", path.display());
     }
+    // A live server whose backlog is full makes this connect wait, not fail, until it gets
+    // round to accepting; lesson 05 puts a deadline on connect.
     match UnixStream::connect(path) {
         Ok(_) => bail!("probe {}: is in use by a running server", path.display()),
         // ECONNREFUSED: a socket file nobody listens on any more, the mark of a stale one.

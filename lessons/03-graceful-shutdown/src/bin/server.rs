@@ -15,7 +15,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{self, ExitCode};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 use std::{fs, thread};
@@ -66,9 +66,10 @@ fn run() -> anyhow::Result<()> {
     let socket_file = Arc::new(SocketFile::bound_at(&path)?);
     let _remove_on_exit = RemoveOnDrop(Arc::clone(&socket_file));
     // ANCHOR_END: guard
-    let stopping = Arc::new(AtomicBool::new(false));
+    // 0 while serving; then the signal that asked us to stop.
+    let stop_signal = Arc::new(AtomicI32::new(0));
     // Before `listening on`: a signal that arrives once we are ready must find its handler.
-    handle_signals(&listener, &socket_file, &stopping)?;
+    handle_signals(&listener, &socket_file, &stop_signal)?;
     // The line that scripts and tests wait for. writeln!, not println!, which would panic
     // if nobody reads our stdout.
     let mut stdout = io::stdout();
@@ -81,7 +82,7 @@ fn run() -> anyhow::Result<()> {
         let accepted = listener.accept();
         // After the first signal `accept` fails (its socket was shut down) or hands us a
         // client that was still queued: either way, we are done accepting.
-        if stopping.load(Ordering::SeqCst) {
+        if stop_signal.load(Ordering::SeqCst) != 0 {
             break;
         }
         match accepted {
@@ -108,6 +109,10 @@ fn run() -> anyhow::Result<()> {
     // Close the listening socket: clients still queued in it get a reset now, instead of
     // waiting out the grace period for an `accept` that will never come.
     drop(listener);
+    eprintln!(
+        "lesson03-server: {}: shutting down",
+        signal_name(stop_signal.load(Ordering::SeqCst))
+    );
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
     let open = connections.count();
@@ -140,16 +145,16 @@ fn run() -> anyhow::Result<()> {
 fn handle_signals(
     listener: &UnixListener,
     socket_file: &Arc<SocketFile>,
-    stopping: &Arc<AtomicBool>,
+    stop_signal: &Arc<AtomicI32>,
 ) -> anyhow::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("register SIGINT and SIGTERM")?;
     // A second handle on the same listening socket, for this thread to shut down.
     let listening = listener.try_clone().context("clone the listener")?;
-    let (socket_file, stopping) = (Arc::clone(socket_file), Arc::clone(stopping));
+    let (socket_file, stop_signal) = (Arc::clone(socket_file), Arc::clone(stop_signal));
     let wait = move || {
         let mut signals = signals.forever();
         if let Some(signal) = signals.next() {
-            stopping.store(true, Ordering::SeqCst);
+            stop_signal.store(signal, Ordering::SeqCst);
             // shutdown(2) on a listening socket makes the blocked `accept` return at once,
             // with an error, and from now on `connect` is refused. That is Linux; on macOS a
             // self-pipe and poll(2) are the way (see the book's macOS notes).
@@ -157,7 +162,6 @@ fn handle_signals(
                 eprintln!("lesson03-server: shutdown the listener: {err}");
             }
             drop(listening); // the main thread closes its handle too, once it stops accepting
-            eprintln!("lesson03-server: {}: shutting down", signal_name(signal));
         }
         if let Some(signal) = signals.next() {
             eprintln!("lesson03-server: {} again: exiting now", signal_name(signal));

@@ -1,6 +1,6 @@
 //! lesson01-server, proven with the real binary on real sockets in private temp dirs.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -11,8 +11,8 @@ use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin;
 use rustix::process::Signal;
 use uds_test_support::{
-    ChildGuard, Conn, DEADLINE, Server, exchange, have_tool, many_clients, start_in_temp_dir,
-    temp_dir,
+    Conn, DEADLINE, Server, exchange, have_tool, many_clients, run_with_stdout_closed,
+    start_in_temp_dir, temp_dir,
 };
 
 fn server() -> &'static Path {
@@ -77,15 +77,10 @@ fn without_xdg_runtime_dir_the_default_path_is_in_the_temp_dir_with_the_uid() {
 #[test]
 fn a_closed_stdout_is_a_clear_error() {
     let dir = temp_dir();
-    let path = dir.path().join("lesson01.sock");
-    let (reader, writer) = std::io::pipe().expect("pipe");
-    drop(reader);
     let mut cmd = std::process::Command::new(server());
-    cmd.arg(&path).stdout(writer).stderr(std::process::Stdio::piped());
-    let mut server = ChildGuard(cmd.spawn().expect("spawn the server"));
-    assert_eq!(server.wait().code(), Some(1));
-    let mut stderr = String::new();
-    server.0.stderr.take().expect("piped").read_to_string(&mut stderr).expect("read stderr");
+    cmd.arg(dir.path().join("lesson01.sock"));
+    let (status, stderr) = run_with_stdout_closed(cmd, Vec::new());
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(stderr, "lesson01-server: write stdout: Broken pipe (os error 32)\n");
 }
 

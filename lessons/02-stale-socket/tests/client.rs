@@ -5,13 +5,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin;
-use uds_test_support::{ChildGuard, DEADLINE, Server, start_in_temp_dir, temp_dir};
+use uds_test_support::{DEADLINE, Server, run_with_stdout_closed, start_in_temp_dir, temp_dir};
 
 fn server() -> &'static Path {
     cargo_bin!("lesson02-server")
@@ -213,24 +212,11 @@ fn a_reply_cut_off_mid_line_exits_1() {
 #[test]
 fn a_closed_stdout_stops_the_client_with_a_clear_error() {
     let (_dir, path, _server) = start_in_temp_dir(server(), "lesson02.sock");
-    let (reader, writer) = std::io::pipe().expect("pipe");
-    drop(reader); // nobody will ever read the client's stdout
     let mut cmd = std::process::Command::new(cargo_bin!("lesson02-client"));
-    cmd.arg(&path).stdin(Stdio::piped()).stdout(writer).stderr(Stdio::piped());
-    let mut client = ChildGuard(cmd.spawn().expect("spawn the client"));
-    let mut stdin = client.0.stdin.take().expect("piped stdin");
-    // Far more than the socket buffers hold, from a thread: the client has to stop us.
-    let feeder = thread::spawn(move || {
-        for _ in 0..200_000 {
-            if stdin.write_all(b"a line nobody reads\n").is_err() {
-                return;
-            }
-        }
-    });
-    let status = client.wait();
-    let mut stderr = String::new();
-    client.0.stderr.take().expect("piped stderr").read_to_string(&mut stderr).expect("stderr");
+    cmd.arg(&path);
+    // Far more than the socket buffers hold: the client has to stop, not wait.
+    let input = b"a line nobody reads\n".repeat(200_000);
+    let (status, stderr) = run_with_stdout_closed(cmd, input);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(stderr, "lesson02-client: write stdout: Broken pipe (os error 32)\n");
-    feeder.join().expect("feeder");
 }

@@ -6,14 +6,13 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
 
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin;
 use rustix::process::Signal;
-use uds_test_support::{ChildGuard, Conn, DEADLINE, Server, exchange, temp_dir};
+use uds_test_support::{Conn, DEADLINE, Server, exchange, run_with_stdout_closed, temp_dir};
 
 /// "At once", generously for a loaded CI machine, and far below the minute-long grace periods
 /// these tests set: a server that waits for the grace period or a client cannot pass.
@@ -208,14 +207,10 @@ fn a_client_still_queued_at_the_signal_is_not_served_and_not_kept_waiting() {
 fn the_guard_removes_the_file_when_the_server_fails_after_bind() {
     let dir = temp_dir();
     let path = dir.path().join("lesson03.sock");
-    let (reader, writer) = std::io::pipe().expect("pipe");
-    drop(reader); // writing `listening on` fails with EPIPE, after bind
     let mut cmd = std::process::Command::new(server());
-    cmd.arg(&path).stdout(writer).stderr(Stdio::piped());
-    let mut server = ChildGuard(cmd.spawn().expect("spawn the server"));
-    assert_eq!(server.wait().code(), Some(1));
-    let mut stderr = String::new();
-    server.0.stderr.take().expect("piped").read_to_string(&mut stderr).expect("read stderr");
+    cmd.arg(&path);
+    let (status, stderr) = run_with_stdout_closed(cmd, Vec::new());
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(stderr, "lesson03-server: write stdout: Broken pipe (os error 32)\n");
     assert!(!path.exists(), "the guard left the socket file behind");
 }

@@ -243,6 +243,23 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Run `cmd` with its stdout a pipe that nobody reads (as when `| head -1` has exited),
+/// feeding it `stdin` from a thread; returns its exit status and its stderr.
+pub fn run_with_stdout_closed(mut cmd: Command, stdin: Vec<u8>) -> (ExitStatus, String) {
+    let (reader, writer) = io::pipe().expect("pipe");
+    drop(reader);
+    cmd.stdin(Stdio::piped()).stdout(writer).stderr(Stdio::piped());
+    let mut child = ChildGuard(cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")));
+    let mut pipe = child.0.stdin.take().expect("piped stdin");
+    // Stops with an error once the process exits: it need not read all of it.
+    let feeder = thread::spawn(move || drop(pipe.write_all(&stdin)));
+    let status = child.wait();
+    let mut stderr = String::new();
+    child.0.stderr.take().expect("piped stderr").read_to_string(&mut stderr).expect("stderr");
+    feeder.join().expect("the stdin feeder");
+    (status, stderr)
+}
+
 /// User + system CPU time of process `pid`, from /proc/PID/stat.
 pub fn cpu_time(pid: Pid) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()))

@@ -316,3 +316,21 @@ fn shell_quote(arg: &str) -> Cow<'_, str> {
         Cow::Owned(format!("'{}'", arg.replace('\'', r"'\''")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    /// Arguments shown in `$ lessonNN-client ...` lines paste back into a shell unchanged.
+    #[test]
+    fn shell_quote_leaves_plain_words_bare_and_quotes_the_rest() {
+        assert_eq!(
+            shell_quote("/tmp/uds-course-x1/lesson01.sock"),
+            "/tmp/uds-course-x1/lesson01.sock"
+        );
+        assert_eq!(shell_quote("unix domain sockets"), "'unix domain sockets'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("$HOME"), "'$HOME'");
+    }
+}

@@ -1,0 +1,196 @@
+//! lesson02-server: lesson 01's server, and a safe start over a stale socket file.
+//! Reference solution of exercise 1 (EXERCISES.md).
+//!
+//! The one idea: a socket file whose server has died is *stale* — nothing accepts on it — and
+//! it blocks `bind`. Before binding, knock: `connect` to whatever is at the path. Refused means
+//! stale, so remove it; an answer means a live server, so refuse to start; anything that is
+//! not a socket is not ours to delete, so leave it alone.
+//!
+//! Run: `cargo run --bin lesson02-server` prints `listening on PATH`; then, in another terminal,
+//! `cargo run --bin lesson02-client -- PATH hello` or `nc -NU PATH`. Partner: client.rs.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use std::{fs, thread};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use lesson02::{SOCKET_NAME, default_socket_dir};
+use rustix::fs::FlockOperation;
+use rustix::io::Errno;
+
+/// Answer each line a client sends with the same line in ASCII upper case.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Where to create the socket [default: $XDG_RUNTIME_DIR/uds-course/lesson02.sock]
+    path: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    if let Err(err) = run() {
+        eprintln!("lesson02-server: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let path = match args.path {
+        Some(path) => path,
+        None => {
+            let dir = default_socket_dir();
+            fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            dir.join(SOCKET_NAME)
+        }
+    };
+    // Held until the process exits, when the kernel releases it (SIGKILL included): no
+    // other server can probe, remove or bind at this path while we run.
+    let _lock = lock_socket_path(&path)?;
+    remove_stale_socket(&path)?;
+    // ANCHOR: bind
+    // `bind` creates the socket file; std then calls `listen`, so clients can queue up until
+    // we `accept` them. If anything exists at `path` — even the socket file of a server that
+    // died — `bind` fails with "Address already in use".
+    let listener = UnixListener::bind(&path).with_context(|| format!("bind {}", path.display()))?;
+    // ANCHOR_END: bind
+    // The line that scripts and tests wait for. writeln!, not println!, which would panic
+    // if nobody reads our stdout.
+    let mut stdout = io::stdout();
+    writeln!(stdout, "listening on {}", path.display())
+        .and_then(|()| stdout.flush())
+        .context("write stdout")?;
+    // ANCHOR: accept_loop
+    for id in 1.. {
+        match listener.accept() {
+            Ok((stream, _addr)) => {
+                // Builder, not thread::spawn: spawn panics when the OS refuses a thread.
+                if let Err(err) = thread::Builder::new().spawn(move || serve(id, stream)) {
+                    eprintln!("lesson02-server: connection {id}: spawn: {err}");
+                }
+            }
+            Err(err) => {
+                // Out of file descriptors (EMFILE) the client stays queued, so `accept` fails
+                // again at once: a bare `continue` here would spin a core. Wait instead.
+                eprintln!("lesson02-server: accept: {err}");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    // ANCHOR_END: accept_loop
+    Ok(())
+}
+
+// ANCHOR: remove_stale
+/// Take an exclusive flock(2) on `PATH.lock`, the lock file beside the socket file; the lock
+/// lasts as long as the returned file is open.
+///
+/// Two servers started at the same instant could both find the socket file stale, and the
+/// second would then remove the first one's fresh socket. Only the holder of this lock
+/// probes, removes and binds, so two starts can no longer interleave.
+///
+/// The lock file is never deleted, not even at exit. A server that opened it just before
+/// the unlink would lock the deleted file while the next one created a new file and locked
+/// that: two servers each holding "the" lock, and the race would be back.
+fn lock_socket_path(path: &Path) -> anyhow::Result<Option<File>> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    // 0600: the lock is this user's business; nobody else needs to open the file. Its
+    // content does not matter (it stays empty), so an existing one is opened as it is.
+    let opened =
+        OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(&lock_path);
+    let file = match opened {
+        Ok(file) => file,
+        // A missing directory, or one we may not write: we could neither remove a stale file
+        // nor bind there, so there is no race to close, and the probe or `bind` reports the
+        // real problem in the words lesson 02 has always used.
+        Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied) => {
+            return Ok(None);
+        }
+        Err(err) => return Err(err).with_context(|| format!("lock {}", lock_path.display())),
+    };
+    // Non-blocking: a held lock is an answer ("someone else is starting or running here"),
+    // not something to wait for.
+    match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(file)),
+        Err(Errno::WOULDBLOCK) => {
+            // Most often the holder is already serving: report that as lesson 02 always has.
+            if UnixStream::connect(path).is_ok() {
+                bail!("probe {}: is in use by a running server", path.display());
+            }
+            bail!("lock {}: another server holds it", lock_path.display())
+        }
+        Err(err) => Err(err).with_context(|| format!("lock {}", lock_path.display())),
+    }
+}
+
+/// Remove the socket file at `path` if it is stale; refuse if a live server owns it.
+///
+/// Deleting whatever is at the path before binding would steal the path from a server that
+/// is still running (its clients could no longer reach it; it would never know) and delete
+/// a regular file that was put there by mistake. So look first, then knock.
+fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
+    // symlink_metadata, not metadata: a symlink is not followed, and not ours to remove.
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()), // nothing there
+        Err(err) => return Err(err).with_context(|| format!("stat {}", path.display())),
+    };
+    if !meta.file_type().is_socket() {
+        bail!("probe {}: not a socket; left untouched", path.display());
+    }
+    // A live server whose backlog is full makes this connect wait, not fail, until it gets
+    // round to accepting; lesson 05 puts a deadline on connect.
+    match UnixStream::connect(path) {
+        Ok(_) => bail!("probe {}: is in use by a running server", path.display()),
+        // ECONNREFUSED: a socket file nobody listens on any more, the mark of a stale one.
+        Err(err) if err.kind() == ErrorKind::ConnectionRefused => {
+            // No other server can have bound a fresh socket here since our knock: `run`
+            // holds the lock file (see `lock_socket_path`), and every server takes it first.
+            fs::remove_file(path).with_context(|| format!("remove stale {}", path.display()))
+        }
+        // Permission denied, say: we cannot tell whether it is stale, so we touch nothing.
+        Err(err) => Err(err).with_context(|| format!("probe {}", path.display())),
+    }
+}
+// ANCHOR_END: remove_stale
+
+// ANCHOR: serve
+/// One client's connection, on its own thread: whatever goes wrong ends only this connection.
+fn serve(id: u64, stream: UnixStream) {
+    eprintln!("lesson02-server: connection {id}: accepted");
+    match answer_lines(&stream) {
+        Ok(lines) => eprintln!("lesson02-server: connection {id}: closed, lines answered: {lines}"),
+        Err(err) => eprintln!("lesson02-server: connection {id}: {err:#}"),
+    }
+} // dropping `stream` closes the connection: the client reads EOF
+
+/// Answer each line until EOF (the client half-closed or went away); returns how many.
+fn answer_lines(stream: &UnixStream) -> anyhow::Result<u64> {
+    // `&UnixStream` is both Read and Write: one socket carries both directions (full duplex).
+    let mut reader = BufReader::new(stream);
+    let mut writer = stream;
+    let mut line = Vec::new();
+    let mut lines = 0;
+    loop {
+        line.clear();
+        // read_until, not read_line: a client may send bytes that are not UTF-8.
+        if reader.read_until(b'\n', &mut line).context("read")? == 0 {
+            return Ok(lines);
+        }
+        if !line.ends_with(b"\n") {
+            line.push(b'\n'); // a last line without a newline is answered too
+        }
+        line.make_ascii_uppercase();
+        writer.write_all(&line).context("write")?;
+        lines += 1;
+    }
+}
+// ANCHOR_END: serve

@@ -1,0 +1,119 @@
+//! Exercise checks for lesson 03 (EXERCISES.md). A plain `cargo test` skips them (`#[ignore]`);
+//! `cargo run -- check 3` runs them against your binaries, `--solution` against the reference ones.
+
+use std::env;
+use std::io::ErrorKind;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::cargo::cargo_bin;
+use rustix::process::Signal;
+use uds_test_support::{Conn, Server, exchange, temp_dir, wait_until};
+
+/// "At once", generously for a loaded CI machine, and far below the minute-long grace periods
+/// these tests set: a server that waits for the grace period or a client cannot pass.
+const AT_ONCE: Duration = Duration::from_secs(2);
+
+/// The server under test: `UDS_SERVER` (an absolute path), else this lesson's own.
+fn server() -> PathBuf {
+    env::var_os("UDS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cargo_bin!("lesson03-server").to_owned())
+}
+
+/// Start the server under test on `path` with a grace period of `grace_ms`.
+fn start(path: &Path, grace_ms: u64) -> Server {
+    let grace = grace_ms.to_string();
+    Server::start(&server(), path, &[path.as_os_str(), "--grace-ms".as_ref(), grace.as_ref()])
+}
+
+// Exercise 1: SIGHUP too.
+
+/// SIGHUP (the terminal closed) is a graceful stop like SIGTERM: the in-flight client still
+/// gets its reply, new clients are refused, then the file is removed and the exit code is 0.
+#[test]
+#[ignore = "exercise: cargo run -- check 3"]
+fn ex1_sighup_lets_the_in_flight_client_finish_then_removes_the_file_and_exits_0() {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson03.sock");
+    // A grace period far longer than the test: the client's close, not the clock, ends it.
+    let mut server = start(&path, 60_000);
+    let mut client = Conn::connect(&path);
+    assert_eq!(client.ask("before"), "BEFORE\n");
+    server.signal(Signal::HUP);
+    server.wait_for_line("lesson03-server: SIGHUP: shutting down");
+    let refused = UnixStream::connect(&path).expect_err("a new client during the grace period");
+    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "{refused}");
+    assert_eq!(client.ask("during the grace period"), "DURING THE GRACE PERIOD\n");
+    client.shutdown_write();
+    assert!(client.at_eof());
+    let (status, output) = server.finish();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(!path.exists(), "the socket file is still there:\n{output}");
+    assert!(
+        output.ends_with(&format!("lesson03-server: removed {}\n", path.display())),
+        "{output}"
+    );
+}
+
+/// SIGHUP counts as a second signal too: after SIGTERM it removes the file and exits 1 at
+/// once, without waiting for the open connection or the grace period.
+#[test]
+#[ignore = "exercise: cargo run -- check 3"]
+fn ex1_sigterm_then_sighup_removes_the_file_and_exits_1_at_once() {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson03.sock");
+    let mut server = start(&path, 60_000);
+    let mut client = Conn::connect(&path);
+    assert_eq!(client.ask("hold on"), "HOLD ON\n");
+    server.signal(Signal::TERM);
+    server.wait_for_line("lesson03-server: SIGTERM: shutting down");
+    server.signal(Signal::HUP);
+    let status = server.wait_exit_within(AT_ONCE);
+    let (_, output) = server.finish();
+    let ended = status.map_or("still running".to_owned(), |s| s.to_string());
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{ended}; output:\n{output}");
+    assert!(!path.exists(), "the socket file is still there:\n{output}");
+    assert!(output.contains("lesson03-server: SIGHUP again: exiting now\n"), "{output}");
+}
+
+// Exercise 2: a status report on SIGUSR1.
+
+/// SIGUSR1 logs how many connections are open, and nothing else changes: the server keeps
+/// answering old and new clients, the count follows a client's close, and SIGTERM afterwards
+/// is still the first stop signal (a graceful exit 0, not the second signal's exit 1).
+#[test]
+#[ignore = "exercise: cargo run -- check 3"]
+fn ex2_sigusr1_reports_the_open_connections_and_the_server_keeps_serving() {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson03.sock");
+    let mut server = start(&path, 60_000);
+    let mut one = Conn::connect(&path);
+    let mut two = Conn::connect(&path);
+    // A reply on each: both have been accepted, so both are counted.
+    assert_eq!(one.ask("one"), "ONE\n");
+    assert_eq!(two.ask("two"), "TWO\n");
+    server.signal(Signal::USR1);
+    server.wait_for_line("lesson03-server: open connections: 2");
+    assert_eq!(one.ask("one again"), "ONE AGAIN\n");
+    assert_eq!(two.ask("two again"), "TWO AGAIN\n");
+    assert_eq!(exchange(&path, b"newcomer\n"), b"NEWCOMER\n", "a new client after SIGUSR1");
+    one.shutdown_write();
+    assert!(one.at_eof());
+    // A connection counts as closed once its thread ends, a moment after our EOF (and the
+    // newcomer's): ask again until the count shows it, each time waiting for the answer.
+    wait_until("SIGUSR1 reports 1 open connection", || {
+        server.signal(Signal::USR1);
+        let report = server.wait_for_line_containing("lesson03-server: open connections: ");
+        report == "lesson03-server: open connections: 1"
+    });
+    assert_eq!(two.ask("still here"), "STILL HERE\n");
+    server.signal(Signal::TERM);
+    server.wait_for_line("lesson03-server: SIGTERM: shutting down");
+    two.shutdown_write();
+    assert!(two.at_eof());
+    let (status, output) = server.finish();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(!path.exists(), "the socket file is still there:\n{output}");
+}

@@ -24,6 +24,10 @@ server N *ARGS:
 client N *ARGS:
     @n=$(printf %02d "$((10#$1))") && cargo run -q -p "lesson$n" --bin "lesson$n-client" -- "${@:2}"
 
+# Run lesson N's tests and exercise checks, which fail until solved; --solution: the reference ones
+check N *ARGS:
+    cargo run -q -- check "$1" "${@:2}"
+
 # Run every test of every lesson, the runner and the helpers
 test:
     cargo test

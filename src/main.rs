@@ -1,8 +1,12 @@
-//! uds-course: the course runner. `list` the lessons, run one with `lesson N`, and show what a
-//! lesson adds to another with `diff A B`.
+//! uds-course: the course runner. `list` the lessons, run one with `lesson N`, check its
+//! exercises with `check N`, and show what a lesson adds to another with `diff A B`.
 //!
-//! Run: `cargo run -- list`, `cargo run -- lesson 1`, `cargo run -- diff 1 2`.
+//! Run: `cargo run -- list`, `cargo run -- lesson 1`, `cargo run -- check 1`,
+//! `cargo run -- diff 1 2`.
 
+mod cargo;
+mod check;
+mod child;
 mod diff;
 mod lessons;
 mod run;
@@ -31,6 +35,14 @@ enum Cmd {
         /// The lesson number, `1` or `01`
         n: Number,
     },
+    /// Lesson N's tests, then its exercise checks: one PASS/FAIL line each (as shipped they fail)
+    Check {
+        /// The lesson number, `1` or `01`
+        n: Number,
+        /// Check the reference solutions (`solutions/exK/`) instead of the lesson's binaries
+        #[arg(long)]
+        solution: bool,
+    },
     /// The source diff from lesson A to lesson B, so only the idea shows
     Diff {
         /// The lesson to diff from
@@ -48,7 +60,7 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("uds-course: {err:#}");
             // 128 + SIGINT, as a shell reports a program that Ctrl-C stopped.
-            if err.is::<run::Interrupted>() { ExitCode::from(130) } else { ExitCode::FAILURE }
+            if err.is::<child::Interrupted>() { ExitCode::from(130) } else { ExitCode::FAILURE }
         }
     }
 }
@@ -58,6 +70,7 @@ fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::List => lessons::list(),
         Cmd::Lesson { n } => run::lesson(n),
+        Cmd::Check { n, solution } => check::check(n, solution),
         Cmd::Diff { a, b } => diff::diff(a, b),
     }
 }

@@ -1,8 +1,8 @@
 //! The course runner's own tests: `list`, `lesson N` (including a server that fails to start and
-//! Ctrl-C), `diff A B`, and usage errors.
+//! Ctrl-C), `check N` (as shipped and `--solution`), `diff A B`, and usage errors.
 //!
-//! `lesson N` runs with TMPDIR pointing at a private directory, so "leaves nothing behind" is
-//! checkable: that directory ends up empty, and no process in /proc names it.
+//! `lesson N` and `check N` run with TMPDIR pointing at a private directory, so "leaves nothing
+//! behind" is checkable: that directory ends up empty, and no process in /proc names it.
 
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
@@ -20,6 +20,8 @@ use tempfile::TempDir;
 
 /// Generous: under `cargo test -p uds-course` the first `lesson` run builds the lesson first.
 const RUN_DEADLINE: Duration = Duration::from_secs(180);
+/// `check N` runs the lesson's tests twice over in nested cargo, building them first.
+const CHECK_DEADLINE: Duration = Duration::from_secs(300);
 /// For commands that start nothing: `list`, `diff`, usage errors.
 const QUICK_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -56,7 +58,11 @@ impl Scratch {
 
     /// Runs the runner to completion (within [`RUN_DEADLINE`]) and returns what it printed.
     fn run(&self, args: &[&str]) -> Output {
-        let status = self.spawn(args).wait(RUN_DEADLINE);
+        self.run_within(args, RUN_DEADLINE)
+    }
+
+    fn run_within(&self, args: &[&str], deadline: Duration) -> Output {
+        let status = self.spawn(args).wait(deadline);
         Output {
             status,
             stdout: fs::read(self.root.path().join("stdout")).unwrap(),
@@ -68,6 +74,11 @@ impl Scratch {
     fn assert_nothing_left(&self) {
         let left: Vec<_> = fs::read_dir(&self.tmp).unwrap().map(|e| e.unwrap().path()).collect();
         assert!(left.is_empty(), "left behind in {}: {left:?}", self.tmp.display());
+        self.assert_no_process_left();
+    }
+
+    /// No process the runner started (directly or through the tests it ran) is still alive.
+    fn assert_no_process_left(&self) {
         let alive = processes_naming(&self.tmp);
         assert!(alive.is_empty(), "still running: {alive:?}");
     }
@@ -131,6 +142,24 @@ fn lesson_dirs() -> Vec<(String, String, String)> {
         found.push((number.to_owned(), short_name.to_owned(), description.to_owned()));
     }
     found.sort();
+    found
+}
+
+/// Lesson 01's exercises, read independently of the runner: `(K, title)` for each
+/// `solutions/exK/`, titled by EXERCISES.md's `## Exercise K: title`, in order.
+fn lesson01_exercises() -> Vec<(u32, String)> {
+    let lesson = Path::new(env!("CARGO_MANIFEST_DIR")).join("lessons/01-listen-accept");
+    let markdown = fs::read_to_string(lesson.join("EXERCISES.md")).unwrap();
+    let mut found = Vec::new();
+    for entry in fs::read_dir(lesson.join("solutions")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let k: u32 = name.strip_prefix("ex").unwrap().parse().unwrap();
+        let heading = format!("## Exercise {k}:");
+        let line = markdown.lines().find(|line| line.starts_with(&heading)).unwrap();
+        found.push((k, line[heading.len()..].trim().to_owned()));
+    }
+    found.sort();
+    assert!(!found.is_empty(), "lesson 01 has no exercises");
     found
 }
 
@@ -210,7 +239,7 @@ fn ctrl_c_stops_the_runner_and_leaves_nothing_behind() {
     for _ in 0..5 {
         let scratch = Scratch::new("tmp");
         let mut runner = scratch.spawn(&["lesson", "1"]);
-        if !server_appears(&scratch, &mut runner) {
+        if !server_appears(&scratch, &mut runner, RUN_DEADLINE) {
             scratch.assert_nothing_left();
             continue;
         }
@@ -229,8 +258,8 @@ fn ctrl_c_stops_the_runner_and_leaves_nothing_behind() {
 }
 
 /// Waits until a lesson01-server naming the scratch TMPDIR runs (true), or the runner is done.
-fn server_appears(scratch: &Scratch, runner: &mut Runner) -> bool {
-    let deadline = Instant::now() + RUN_DEADLINE;
+fn server_appears(scratch: &Scratch, runner: &mut Runner, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if runner.child.try_wait().unwrap().is_some() {
             return false;
@@ -240,7 +269,84 @@ fn server_appears(scratch: &Scratch, runner: &mut Runner) -> bool {
         }
         thread::sleep(Duration::from_millis(1)); // short: the window is milliseconds wide
     }
-    panic!("no lesson01-server appeared within {RUN_DEADLINE:?}");
+    panic!("no lesson01-server appeared within {timeout:?}");
+}
+
+/// As shipped, `check 1` passes the lesson's own tests and FAILS every exercise, each FAIL line
+/// followed by the indented panic of a failed `exK_` test, then exits 1 saying how many failed.
+#[test]
+fn check_as_shipped_passes_the_lesson_tests_and_fails_every_exercise() {
+    let scratch = Scratch::new("tmp");
+    let output = scratch.run_within(&["check", "1"], CHECK_DEADLINE);
+    let stdout = stdout_of(&output);
+    let exercises = lesson01_exercises();
+    let checks = exercises.len() + 1;
+    let stderr = format!(
+        "uds-course: {} of {checks} checks failed; the exercises are in \
+         lessons/01-listen-accept/EXERCISES.md\n",
+        exercises.len()
+    );
+    output.assert().code(1).stderr(stderr);
+    // Reasons are indented (or empty lines inside a message): the rest are the verdicts.
+    let verdicts: Vec<&str> =
+        stdout.lines().filter(|line| !line.is_empty() && !line.starts_with(' ')).collect();
+    let mut expected = vec!["PASS  lesson tests".to_owned()];
+    expected.extend(exercises.iter().map(|(k, title)| format!("FAIL  ex{k}  {title}")));
+    assert_eq!(verdicts, expected, "in:\n{stdout}");
+    for verdict in &expected[1..] {
+        let after = &stdout[stdout.find(&format!("{verdict}\n")).unwrap() + verdict.len() + 1..];
+        assert!(after.starts_with("      ex"), "no reason under {verdict:?}:\n{stdout}");
+    }
+    scratch.assert_no_process_left();
+}
+
+/// `check 1 --solution` runs the same checks against the reference solutions: every line is
+/// PASS, and it exits 0.
+#[test]
+fn check_with_the_solutions_passes_every_line() {
+    let scratch = Scratch::new("tmp");
+    let output = scratch.run_within(&["check", "01", "--solution"], CHECK_DEADLINE);
+    let stdout = stdout_of(&output);
+    output.assert().success().stderr("");
+    let mut expected = "PASS  lesson tests\n".to_owned();
+    for (k, title) in lesson01_exercises() {
+        expected.push_str(&format!("PASS  ex{k}  {title}\n"));
+    }
+    assert_eq!(stdout, expected);
+    scratch.assert_no_process_left();
+}
+
+/// Ctrl-C while `check 1` runs the lesson's tests: the runner exits 130 (or 1, if it had just
+/// finished) and no process it started is left.
+#[test]
+fn ctrl_c_stops_check_and_leaves_no_process_behind() {
+    let scratch = Scratch::new("tmp");
+    let mut runner = scratch.spawn(&["check", "1"]);
+    // The tests start lesson01 servers on sockets in the scratch TMPDIR, for seconds in all.
+    if !server_appears(&scratch, &mut runner, CHECK_DEADLINE) {
+        panic!("check 1 finished before any lesson01-server was seen");
+    }
+    let _ = kill_process_group(Pid::from_child(&runner.child), Signal::INT); // may be gone
+    let status = runner.wait(Duration::from_secs(30));
+    let stderr = fs::read_to_string(scratch.root.path().join("stderr")).unwrap();
+    match status.code() {
+        Some(130) => assert_eq!(stderr, "uds-course: interrupted\n"),
+        Some(1) => assert!(stderr.contains(" checks failed"), "{stderr}"),
+        _ => panic!("the runner exited with {status}, expected 130 (or 1):\n{stderr}"),
+    }
+    // The tests were killed mid-way, so their temp dirs may remain: only processes count.
+    scratch.assert_no_process_left();
+}
+
+/// `check` of a lesson that does not exist exits 1 naming the lessons, before running anything.
+#[test]
+fn check_of_an_unknown_lesson_exits_1_naming_the_lessons() {
+    let mut runner = cargo_bin_cmd!("uds-course");
+    runner.args(["check", "99"]).timeout(QUICK_DEADLINE);
+    runner.assert().code(1).stdout("").stderr(
+        predicate::str::is_match("^uds-course: no lesson 99; the lessons are 01(, \\d\\d)*\n$")
+            .unwrap(),
+    );
 }
 
 /// `diff 1 1` prints nothing: the same sources.
@@ -276,7 +382,8 @@ fn diff_of_an_unknown_lesson_exits_1_naming_the_lessons() {
     );
 }
 
-/// Usage errors exit 2: an unknown command, or a lesson number that is not 1 to 99.
+/// Usage errors exit 2: an unknown command or flag, a missing lesson number, or one that is not
+/// 1 to 99.
 #[test]
 fn unknown_command_or_bad_lesson_number_exits_2() {
     for args in [
@@ -285,6 +392,8 @@ fn unknown_command_or_bad_lesson_number_exits_2() {
         &["lesson", "0"],
         &["lesson", "001"],
         &["diff", "1"],
+        &["check"],
+        &["check", "1", "--solutions"],
     ] {
         let mut runner = cargo_bin_cmd!("uds-course");
         runner.args(args).timeout(QUICK_DEADLINE);

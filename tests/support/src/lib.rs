@@ -382,7 +382,7 @@ pub fn have_tool(tool: &str, install: &str) -> bool {
 }
 
 /// Is this a CI run? `CI` set to anything but empty, `0` or `false`, as CI services set it.
-pub fn in_ci() -> bool {
+fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|ci| !matches!(ci.as_str(), "" | "0" | "false"))
 }
 

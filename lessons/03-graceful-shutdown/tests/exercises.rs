@@ -2,18 +2,14 @@
 //! `cargo run -- check 3` runs them against your binaries, `--solution` against the reference ones.
 
 use std::env;
-use std::io::ErrorKind;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use assert_cmd::cargo::cargo_bin;
 use rustix::process::Signal;
-use uds_test_support::{Conn, Server, exchange, temp_dir, wait_until};
+mod common;
 
-/// "At once", generously for a loaded CI machine, and far below the minute-long grace periods
-/// these tests set: a server that waits for the grace period or a client cannot pass.
-const AT_ONCE: Duration = Duration::from_secs(2);
+use common::{a_second_signal_exits_1_at_once, an_in_flight_connection_completes_after};
+use uds_test_support::{Conn, Server, exchange, temp_dir, wait_until};
 
 /// The server under test: `UDS_SERVER` (an absolute path), else this lesson's own.
 fn server() -> PathBuf {
@@ -24,8 +20,7 @@ fn server() -> PathBuf {
 
 /// Start the server under test on `path` with a grace period of `grace_ms`.
 fn start(path: &Path, grace_ms: u64) -> Server {
-    let grace = grace_ms.to_string();
-    Server::start(&server(), path, &[path.as_os_str(), "--grace-ms".as_ref(), grace.as_ref()])
+    common::start(&server(), path, grace_ms)
 }
 
 // Exercise 1: SIGHUP too.
@@ -35,26 +30,7 @@ fn start(path: &Path, grace_ms: u64) -> Server {
 #[test]
 #[ignore = "exercise: cargo run -- check 3"]
 fn ex1_sighup_lets_the_in_flight_client_finish_then_removes_the_file_and_exits_0() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson03.sock");
-    // A grace period far longer than the test: the client's close, not the clock, ends it.
-    let mut server = start(&path, 60_000);
-    let mut client = Conn::connect(&path);
-    assert_eq!(client.ask("before"), "BEFORE\n");
-    server.signal(Signal::HUP);
-    server.wait_for_line("lesson03-server: SIGHUP: shutting down");
-    let refused = UnixStream::connect(&path).expect_err("a new client during the grace period");
-    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "{refused}");
-    assert_eq!(client.ask("during the grace period"), "DURING THE GRACE PERIOD\n");
-    client.shutdown_write();
-    assert!(client.at_eof());
-    let (status, output) = server.finish();
-    assert_eq!(status.code(), Some(0), "{output}");
-    assert!(!path.exists(), "the socket file is still there:\n{output}");
-    assert!(
-        output.ends_with(&format!("lesson03-server: removed {}\n", path.display())),
-        "{output}"
-    );
+    an_in_flight_connection_completes_after(&server(), Signal::HUP, "SIGHUP");
 }
 
 /// SIGHUP counts as a second signal too: after SIGTERM it removes the file and exits 1 at
@@ -62,20 +38,7 @@ fn ex1_sighup_lets_the_in_flight_client_finish_then_removes_the_file_and_exits_0
 #[test]
 #[ignore = "exercise: cargo run -- check 3"]
 fn ex1_sigterm_then_sighup_removes_the_file_and_exits_1_at_once() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson03.sock");
-    let mut server = start(&path, 60_000);
-    let mut client = Conn::connect(&path);
-    assert_eq!(client.ask("hold on"), "HOLD ON\n");
-    server.signal(Signal::TERM);
-    server.wait_for_line("lesson03-server: SIGTERM: shutting down");
-    server.signal(Signal::HUP);
-    let status = server.wait_exit_within(AT_ONCE);
-    let (_, output) = server.finish();
-    let ended = status.map_or("still running".to_owned(), |s| s.to_string());
-    assert_eq!(status.and_then(|s| s.code()), Some(1), "{ended}; output:\n{output}");
-    assert!(!path.exists(), "the socket file is still there:\n{output}");
-    assert!(output.contains("lesson03-server: SIGHUP again: exiting now\n"), "{output}");
+    a_second_signal_exits_1_at_once(&server(), Signal::HUP, "SIGHUP");
 }
 
 // Exercise 2: a status report on SIGUSR1.

@@ -12,11 +12,10 @@ use std::time::Duration;
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin;
 use rustix::process::Signal;
-use uds_test_support::{Conn, DEADLINE, Server, exchange, run_with_stdout_closed, temp_dir};
+mod common;
 
-/// "At once", generously for a loaded CI machine, and far below the minute-long grace periods
-/// these tests set: a server that waits for the grace period or a client cannot pass.
-const AT_ONCE: Duration = Duration::from_secs(2);
+use common::{AT_ONCE, a_second_signal_exits_1_at_once, an_in_flight_connection_completes_after};
+use uds_test_support::{Conn, DEADLINE, Server, exchange, run_with_stdout_closed, temp_dir};
 
 fn server() -> &'static Path {
     cargo_bin!("lesson03-server")
@@ -24,45 +23,19 @@ fn server() -> &'static Path {
 
 /// Start the server with a grace period of `grace_ms`.
 fn start(path: &Path, grace_ms: u64) -> Server {
-    let grace = grace_ms.to_string();
-    Server::start(server(), path, &[path.as_os_str(), "--grace-ms".as_ref(), grace.as_ref()])
-}
-
-/// Signal the server while a client is mid-conversation: the client still gets its replies,
-/// new clients are refused, and once the client closes the file is gone and the exit code 0.
-fn an_in_flight_connection_completes_after(signal: Signal, name: &str) {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson03.sock");
-    // A grace period far longer than the test: the client's close, not the clock, ends it.
-    let mut server = start(&path, 60_000);
-    let mut client = Conn::connect(&path);
-    assert_eq!(client.ask("before"), "BEFORE\n");
-    server.signal(signal);
-    server.wait_for_line(&format!("lesson03-server: {name}: shutting down"));
-    let refused = UnixStream::connect(&path).expect_err("a new client during the grace period");
-    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "{refused}");
-    assert_eq!(client.ask("during the grace period"), "DURING THE GRACE PERIOD\n");
-    client.shutdown_write();
-    assert!(client.at_eof());
-    let (status, output) = server.finish();
-    assert_eq!(status.code(), Some(0), "{output}");
-    assert!(!path.exists(), "the socket file is still there:\n{output}");
-    assert!(
-        output.ends_with(&format!("lesson03-server: removed {}\n", path.display())),
-        "{output}"
-    );
+    common::start(server(), path, grace_ms)
 }
 
 /// SIGTERM: the in-flight connection completes, the file is removed, exit code 0.
 #[test]
 fn sigterm_lets_the_in_flight_client_finish_then_removes_the_file_and_exits_0() {
-    an_in_flight_connection_completes_after(Signal::TERM, "SIGTERM");
+    an_in_flight_connection_completes_after(server(), Signal::TERM, "SIGTERM");
 }
 
 /// SIGINT (Ctrl-C): the same as SIGTERM.
 #[test]
 fn sigint_lets_the_in_flight_client_finish_then_removes_the_file_and_exits_0() {
-    an_in_flight_connection_completes_after(Signal::INT, "SIGINT");
+    an_in_flight_connection_completes_after(server(), Signal::INT, "SIGINT");
 }
 
 /// With no client, a signal stops the server at once: `accept` is woken, not left blocked
@@ -83,19 +56,7 @@ fn an_idle_server_stops_at_once_on_sigterm() {
 /// waiting for the open connection or the (minute-long) grace period.
 #[test]
 fn a_second_signal_removes_the_file_and_exits_1_at_once() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson03.sock");
-    let mut server = start(&path, 60_000);
-    let mut client = Conn::connect(&path);
-    assert_eq!(client.ask("hold on"), "HOLD ON\n");
-    server.signal(Signal::TERM);
-    server.wait_for_line("lesson03-server: SIGTERM: shutting down");
-    server.signal(Signal::INT);
-    let status = server.wait_exit_within(AT_ONCE);
-    let (_, output) = server.finish();
-    assert_eq!(status.and_then(|s| s.code()), Some(1), "{output}");
-    assert!(!path.exists(), "the socket file is still there:\n{output}");
-    assert!(output.contains("lesson03-server: SIGINT again: exiting now\n"), "{output}");
+    a_second_signal_exits_1_at_once(server(), Signal::INT, "SIGINT");
 }
 
 /// The grace period bounds the wait: a client that never finishes is cut off, and the server

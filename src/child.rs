@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, PipeReader, Write};
 use std::path::Path;
-use std::process::{self, Command, ExitStatus, Stdio};
+use std::process::{self, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -94,7 +94,18 @@ impl Child {
 
     /// Starts `command` (its program, arguments, environment and directory as set) with stdin
     /// closed and stdout and stderr into our pipe.
-    pub fn start(mut command: Command) -> anyhow::Result<Self> {
+    pub fn start(command: Command) -> anyhow::Result<Self> {
+        Self::start_with(command, Stdio::null())
+    }
+
+    /// [`Child::start`], with a pipe to the process's stdin: typing into an interactive client.
+    pub fn start_typing(command: Command) -> anyhow::Result<(Self, ChildStdin)> {
+        let mut child = Self::start_with(command, Stdio::piped())?;
+        let stdin = child.process.stdin.take().context("take the child's stdin")?;
+        Ok((child, stdin))
+    }
+
+    fn start_with(mut command: Command, stdin: Stdio) -> anyhow::Result<Self> {
         let program = Path::new(command.get_program()).to_owned();
         let name = program.file_name().unwrap_or(program.as_os_str()).to_string_lossy();
         let mut shown = format!("$ {name}");
@@ -104,7 +115,7 @@ impl Child {
         }
         let (reader, writer) = io::pipe().context("create a pipe")?;
         command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(writer.try_clone().context("duplicate a pipe")?)
             .stderr(writer);
         let process = command.spawn().with_context(|| format!("spawn {}", program.display()))?;
@@ -117,6 +128,11 @@ impl Child {
             .spawn(move || read_lines(reader, sender))
             .context("spawn a reader thread")?;
         Ok(child)
+    }
+
+    /// The process id, valid until the guard is dropped (which reaps the process).
+    pub fn id(&self) -> u32 {
+        self.process.id()
     }
 
     /// Waits for the next line (kept in `output`) until `deadline`; never blocks past it, even

@@ -1,9 +1,8 @@
 //! `diff A B`: the unified diff from lesson A's `src/` to lesson B's, so only the idea shows.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use similar::TextDiff;
@@ -11,12 +10,15 @@ use similar::TextDiff;
 use crate::lessons::{self, Number};
 
 pub fn diff(a: Number, b: Number) -> anyhow::Result<()> {
+    write(a, b, &mut io::stdout().lock())
+}
+
+/// The diff from lesson `a` to lesson `b`, written to `out`.
+pub fn write(a: Number, b: Number, out: &mut impl Write) -> anyhow::Result<()> {
     let (a, b) = (lessons::find(a)?, lessons::find(b)?);
     let (a_src, b_src) = (a.dir.join("src"), b.dir.join("src"));
-    let mut files = BTreeSet::new();
-    collect_files(&a_src, Path::new(""), &mut files)?;
-    collect_files(&b_src, Path::new(""), &mut files)?;
-    let mut out = io::stdout().lock();
+    let mut files = lessons::files_under(&a_src)?;
+    files.extend(lessons::files_under(&b_src)?);
     for file in &files {
         let (a_path, b_path) = (a_src.join(file), b_src.join(file));
         // Every lesson is a full copy of the one before under its own name: without renaming
@@ -36,23 +38,6 @@ pub fn diff(a: Number, b: Number) -> anyhow::Result<()> {
             .context("write stdout")?;
     }
     out.flush().context("write stdout")
-}
-
-/// Every file under `dir`, recursively, as paths relative to the lesson's `src/`.
-fn collect_files(dir: &Path, relative: &Path, files: &mut BTreeSet<PathBuf>) -> anyhow::Result<()> {
-    let here = dir.join(relative);
-    let entries = fs::read_dir(&here).with_context(|| format!("read {}", here.display()))?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("read {}", here.display()))?;
-        let path = relative.join(entry.file_name());
-        let kind = entry.file_type().with_context(|| format!("stat {}", entry.path().display()))?;
-        if kind.is_dir() {
-            collect_files(dir, &path, files)?;
-        } else {
-            files.insert(path);
-        }
-    }
-    Ok(())
 }
 
 fn read_if_exists(path: &Path) -> anyhow::Result<Option<String>> {

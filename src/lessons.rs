@@ -3,6 +3,7 @@
 //! Scanning the directory (instead of a list compiled into the runner) means a new lesson shows
 //! up in `list`, `lesson N` and `diff A B` the moment its directory exists.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,13 @@ impl FromStr for Number {
     }
 }
 
+impl Number {
+    /// The number as written without a leading zero: `lesson 1`.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
 impl fmt::Display for Number {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:02}", self.0)
@@ -33,6 +41,7 @@ impl fmt::Display for Number {
 }
 
 /// One `lessons/NN-short-name/` directory.
+#[derive(Clone)]
 pub struct Lesson {
     pub number: Number,
     pub short_name: String,
@@ -112,6 +121,29 @@ pub fn list() -> anyhow::Result<()> {
     for lesson in &lessons {
         let description = lesson.description()?;
         println!("{}  {:<width$}  {description}", lesson.number, lesson.short_name);
+    }
+    Ok(())
+}
+
+/// Every file under `dir`, recursively, as paths relative to `dir`.
+pub fn files_under(dir: &Path) -> anyhow::Result<BTreeSet<PathBuf>> {
+    let mut files = BTreeSet::new();
+    collect_files(dir, Path::new(""), &mut files)?;
+    Ok(files)
+}
+
+fn collect_files(dir: &Path, relative: &Path, files: &mut BTreeSet<PathBuf>) -> anyhow::Result<()> {
+    let here = dir.join(relative);
+    let entries = fs::read_dir(&here).with_context(|| format!("read {}", here.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("read {}", here.display()))?;
+        let path = relative.join(entry.file_name());
+        let kind = entry.file_type().with_context(|| format!("stat {}", entry.path().display()))?;
+        if kind.is_dir() {
+            collect_files(dir, &path, files)?;
+        } else {
+            files.insert(path);
+        }
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! uds-course: the course runner. `list` the lessons, run one with `lesson N`, check its
-//! exercises with `check N`, and show what a lesson adds to another with `diff A B`.
+//! exercises with `check N`, show what a lesson adds to another with `diff A B`, and
+//! regenerate the book's terminal blocks with `transcripts`.
 //!
 //! Run: `cargo run -- list`, `cargo run -- lesson 1`, `cargo run -- check 1`,
-//! `cargo run -- diff 1 2`.
+//! `cargo run -- diff 1 2`, `cargo run -- transcripts --check`.
 
 mod cargo;
 mod check;
@@ -10,6 +11,7 @@ mod child;
 mod diff;
 mod lessons;
 mod run;
+mod transcripts;
 
 use std::io;
 use std::process::ExitCode;
@@ -50,6 +52,12 @@ enum Cmd {
         /// The lesson to diff to
         b: Number,
     },
+    /// Run every scene the book shows and write its terminal blocks to book/transcripts/
+    Transcripts {
+        /// Compare instead of writing, and fail if any block differs (drift)
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +80,7 @@ fn run() -> anyhow::Result<()> {
         Cmd::Lesson { n } => run::lesson(n),
         Cmd::Check { n, solution } => check::check(n, solution),
         Cmd::Diff { a, b } => diff::diff(a, b),
+        Cmd::Transcripts { check } => transcripts::transcripts(check),
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::ffi::OsStr;
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -21,10 +22,19 @@ const MESSAGES: [&str; 2] = ["hello", "unix domain sockets"];
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn lesson(number: Number) -> anyhow::Result<()> {
-    child::interruptible(|interrupted| run(number, interrupted))
+    child::interruptible(|interrupted| {
+        let mut out = io::stdout().lock();
+        show(number, &mut out, interrupted).map(drop)
+    })
 }
 
-fn run(number: Number, interrupted: &AtomicBool) -> anyhow::Result<()> {
+/// Runs lesson `number` as `lesson N` does and writes both blocks to `out`; returns the temp
+/// dir the socket was in (removed by then), which `transcripts` redacts.
+pub fn show(
+    number: Number,
+    out: &mut impl Write,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<PathBuf> {
     let lesson = lessons::find(number)?;
     // Built by cargo beside the runner's own executable.
     let bins = BinDir::of_runner()?;
@@ -35,7 +45,6 @@ fn run(number: Number, interrupted: &AtomicBool) -> anyhow::Result<()> {
     let dir =
         tempfile::Builder::new().prefix("uds-course-").tempdir().context("create a temp dir")?;
     let socket = dir.path().join(format!("{}.sock", lesson.package()));
-    let mut out = io::stdout().lock();
 
     let mut server = Child::spawn(&server_bin, &[socket.as_os_str()])?;
     let ready = format!("listening on {}", socket.display());
@@ -46,11 +55,11 @@ fn run(number: Number, interrupted: &AtomicBool) -> anyhow::Result<()> {
             Event::Line => {}
             Event::Eof => {
                 let status = server.stop()?;
-                server.print(&mut out)?;
+                server.print(out)?;
                 bail!("{} exited before it was listening ({status})", server.name);
             }
             Event::TimedOut => {
-                server.print(&mut out)?;
+                server.print(out)?;
                 bail!("{} did not print `{ready}` within {STEP_TIMEOUT:?}", server.name);
             }
         }
@@ -64,9 +73,9 @@ fn run(number: Number, interrupted: &AtomicBool) -> anyhow::Result<()> {
     // Stop the server even when the client failed: its block usually says why.
     server.stop()?;
     server.drain(interrupted)?;
-    client.print(&mut out)?;
+    client.print(out)?;
     writeln!(out).context("write stdout")?;
-    server.print(&mut out)?;
+    server.print(out)?;
     out.flush().context("write stdout")?;
     let client_name = client.name.clone();
     drop((client, server));
@@ -77,5 +86,5 @@ fn run(number: Number, interrupted: &AtomicBool) -> anyhow::Result<()> {
     if !status.success() {
         bail!("{client_name} failed ({status})");
     }
-    Ok(())
+    Ok(path)
 }

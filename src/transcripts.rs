@@ -1,0 +1,461 @@
+//! `transcripts [--check]`: run every scene the book shows and write each terminal block to
+//! book/transcripts/, or, with `--check`, compare and fail on drift.
+//!
+//! A scene runs the real programs in a private temp dir, with the lesson binaries on PATH, as a
+//! reader would type them. Its blocks: `shell.txt`, the commands typed in one terminal and
+//! what they printed; then one file per program left running in another terminal (a server,
+//! an interactive client) — never interleaved (CONTRACT.md "Transcripts"). Every lesson also
+//! gets `lesson-NN.txt` (`lesson N`) and every step `diff-AA-BB.txt` (`diff A B`).
+//!
+//! What varies between runs is redacted by snapbox: `[TMP]` (the temp dir), `[PID]`, and in
+//! `ls -l` lines `[USER]`, `[GROUP]` and `[DATE]`.
+
+use std::collections::BTreeSet;
+use std::env;
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use regex::Regex;
+use snapbox::assert::Action;
+use snapbox::{Assert, Data, Redactions};
+use tempfile::TempDir;
+
+use crate::cargo::BinDir;
+use crate::child::{self, Child, Event};
+use crate::lessons::{self, Lesson};
+use crate::{diff, run};
+
+/// Where the book includes them from.
+const DIR: &str = "book/transcripts";
+/// How long one command, or one wait for a line, may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// `ls -l`'s first columns: type and mode, links. The owner, group and date follow.
+const LS_LINE: &str = r"(?m)^[-bcdlps][-rwxsStT]{9}[.+]? +\d+ ";
+
+pub fn transcripts(check: bool) -> anyhow::Result<()> {
+    child::interruptible(|interrupted| regenerate(check, interrupted))
+}
+
+/// A scene: the files it writes, and what it needs beyond the lessons.
+struct Scene {
+    name: String,
+    needs: &'static [Tool],
+    play: Play,
+}
+
+enum Play {
+    /// `cargo run -q -- lesson N`, into `NAME.txt`.
+    Lesson(Lesson),
+    /// `cargo run -q -- diff A B`, into `NAME.txt`.
+    Diff(Lesson, Lesson),
+    /// A terminal session, into `NAME/shell.txt` and `NAME/<label>.txt` per program started.
+    Session(fn(&mut Session) -> anyhow::Result<()>),
+}
+
+/// The scenes the book's chapters show, beside every lesson's `lesson-NN` and `diff-AA-BB`.
+const SESSIONS: &[(&str, &[Tool], fn(&mut Session) -> anyhow::Result<()>)] = &[
+    ("echo-fails", &[STRACE, NETCAT, SOCAT, PYTHON], echo_fails),
+    ("address-in-use", &[], address_in_use),
+    ("stale-socket", &[], stale_socket),
+    ("graceful-shutdown", &[], graceful_shutdown),
+];
+
+fn scenes() -> anyhow::Result<Vec<Scene>> {
+    let mut scenes = Vec::new();
+    let mut previous: Option<Lesson> = None;
+    for lesson in lessons::all()? {
+        if let Some(before) = previous.take() {
+            let name = format!("diff-{}-{}", before.number, lesson.number);
+            scenes.push(Scene { name, needs: &[], play: Play::Diff(before, lesson.clone()) });
+        }
+        let name = format!("lesson-{}", lesson.number);
+        previous = Some(lesson.clone());
+        scenes.push(Scene { name, needs: &[], play: Play::Lesson(lesson) });
+    }
+    for &(name, needs, session) in SESSIONS {
+        scenes.push(Scene { name: name.to_owned(), needs, play: Play::Session(session) });
+    }
+    Ok(scenes)
+}
+
+fn regenerate(check: bool, interrupted: &AtomicBool) -> anyhow::Result<()> {
+    let bins = BinDir::of_runner()?;
+    for lesson in lessons::all()? {
+        bins.build(&lesson)?;
+    }
+    let dir = lessons::root().join(DIR);
+    let action = if check { Action::Verify } else { Action::Overwrite };
+    let assert = Assert::new().action(action).normalize_paths(false);
+    // Every file a scene wrote (or, skipped, left alone): anything else in DIR is stale.
+    let mut known: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut skipped_dirs: Vec<PathBuf> = Vec::new();
+    let mut drifted = Vec::new();
+    for scene in scenes()? {
+        child::bail_if_interrupted(interrupted)?;
+        if let Some(reason) = scene.needs.iter().find_map(Tool::missing) {
+            // CI installs every tool, so a skip there would hide drift.
+            if in_ci() {
+                bail!("scene {}: {reason}", scene.name);
+            }
+            eprintln!("transcripts: skipped {}: {reason}", scene.name);
+            known.insert(PathBuf::from(format!("{}.txt", scene.name)));
+            skipped_dirs.push(PathBuf::from(&scene.name));
+            continue;
+        }
+        eprintln!("transcripts: {}", scene.name);
+        for (file, text) in play(&scene, &bins, interrupted)? {
+            let path = dir.join(&file);
+            let expected = Data::read_from(&path, None).raw();
+            if let Err(err) = assert.try_eq(Some(&file.display()), Data::text(text), expected) {
+                drifted.push(format!("{}\n{err}", file.display()));
+            }
+            known.insert(file);
+        }
+    }
+    let on_disk = if dir.exists() { lessons::files_under(&dir)? } else { BTreeSet::new() };
+    for file in on_disk {
+        if known.contains(&file) || skipped_dirs.iter().any(|skipped| file.starts_with(skipped)) {
+            continue;
+        }
+        if check {
+            drifted.push(format!("{}: no scene writes it any more", file.display()));
+        } else {
+            let path = dir.join(&file);
+            fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+            eprintln!("transcripts: removed {} (no scene writes it any more)", file.display());
+        }
+    }
+    if !drifted.is_empty() {
+        for report in &drifted {
+            eprintln!("{report}");
+        }
+        bail!(
+            "{} transcripts differ from what the programs print now; run `cargo run -- \
+             transcripts` to regenerate them, and review the diff before committing",
+            drifted.len()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `scene` and returns its files (relative to DIR) and their redacted text.
+fn play(
+    scene: &Scene,
+    bins: &BinDir,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let file = PathBuf::from(format!("{}.txt", scene.name));
+    match &scene.play {
+        Play::Lesson(lesson) => {
+            let mut text = format!("$ cargo run -q -- lesson {}\n", lesson.number.get());
+            let mut out = Vec::new();
+            let temp_dir = run::show(lesson.number, &mut out, interrupted)?;
+            text.push_str(&String::from_utf8_lossy(&out));
+            let mut redactions = Redactions::new();
+            redactions.insert("[TMP]", temp_dir).context("redact the temp dir")?;
+            Ok(vec![(file, redactions.redact(&text))])
+        }
+        Play::Diff(a, b) => {
+            let mut out = Vec::new();
+            diff::write(a.number, b.number, &mut out)?;
+            Ok(vec![(file, String::from_utf8_lossy(&out).into_owned())])
+        }
+        Play::Session(session) => {
+            let mut s = Session::new(bins, interrupted)?;
+            session(&mut s).with_context(|| format!("scene {}", scene.name))?;
+            s.finish(Path::new(&scene.name))
+        }
+    }
+}
+
+// ---- the sessions ---------------------------------------------------------------------------
+
+/// background/echo-fails.md: a socket file cannot be opened, only connected to.
+fn echo_fails(s: &mut Session) -> anyhow::Result<()> {
+    let server = s.start("server", "lesson01-server app.sock", "listening on app.sock")?;
+    s.sh("ls -l app.sock")?;
+    s.sh(r#"echo hi > app.sock || echo "exit status $?""#)?;
+    s.sh(r#"cat app.sock || echo "exit status $?""#)?;
+    s.sh("strace -e trace=openat bash -c 'echo hi > app.sock' 2>&1 | grep app.sock")?;
+    s.sh("echo hi | nc -NU app.sock")?;
+    s.sh("echo hi | socat - UNIX-CONNECT:app.sock")?;
+    s.sh(
+        "python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.connect(\"app.sock\"); \
+         s.sendall(b\"hi\\n\"); s.shutdown(socket.SHUT_WR); print(s.makefile().read(), end=\"\")'",
+    )?;
+    s.sh("echo hi | strace -e trace=socket,connect nc -NU app.sock")?;
+    s.wait_for(server, "connection 4: closed")
+}
+
+/// lessons/01-listen-accept.md: the socket file outlives a killed server and blocks a restart.
+fn address_in_use(s: &mut Session) -> anyhow::Result<()> {
+    let server = s.start("server", "lesson01-server app.sock", "listening on app.sock")?;
+    s.sh("lesson01-client app.sock hello")?;
+    s.wait_for(server, "connection 1: closed")?;
+    s.signal(server, "KILL")?;
+    s.wait_exit(server)?;
+    s.sh("ls -l app.sock")?;
+    s.sh(r#"lesson01-server app.sock || echo "exit status $?""#)?;
+    s.sh(r#"lesson01-client app.sock hello || echo "exit status $?""#)?;
+    s.sh("rm app.sock")?;
+    let again = s.start("server-2", "lesson01-server app.sock", "listening on app.sock")?;
+    s.sh("lesson01-client app.sock 'hello again'")?;
+    s.wait_for(again, "connection 1: closed")
+}
+
+/// lessons/02-stale-socket.md: a stale file is removed, a live server and a regular file are not.
+fn stale_socket(s: &mut Session) -> anyhow::Result<()> {
+    let first = s.start("server", "lesson02-server app.sock", "listening on app.sock")?;
+    s.signal(first, "KILL")?;
+    s.wait_exit(first)?;
+    s.sh("ls -l app.sock")?;
+    s.sh(r#"lesson02-client app.sock hello || echo "exit status $?""#)?;
+    let second = s.start("server-2", "lesson02-server app.sock", "listening on app.sock")?;
+    s.sh("lesson02-client app.sock hello")?;
+    s.wait_for(second, "connection 1: closed")?;
+    s.sh(r#"lesson02-server app.sock || echo "exit status $?""#)?;
+    s.wait_for(second, "connection 2: closed")?;
+    s.sh("echo 'my notes' > notes.txt")?;
+    s.sh(r#"lesson02-server notes.txt || echo "exit status $?""#)?;
+    s.sh("cat notes.txt")?;
+    s.sh(r#"lesson02-server no-such-dir/app.sock || echo "exit status $?""#)
+}
+
+/// lessons/03-graceful-shutdown.md: SIGTERM with a client still connected.
+fn graceful_shutdown(s: &mut Session) -> anyhow::Result<()> {
+    let server = s.start("server", "lesson03-server app.sock", "listening on app.sock")?;
+    let client = s.start_typing("client", "lesson03-client app.sock")?;
+    s.wait_for(server, "connection 1: accepted")?;
+    s.type_line(client, "hello", "HELLO")?;
+    s.signal(server, "TERM")?;
+    s.wait_for(server, "waiting up to")?;
+    s.sh(r#"lesson03-client app.sock 'too late' || echo "exit status $?""#)?;
+    s.type_line(client, "still here", "STILL HERE")?;
+    s.end_input(client);
+    s.wait_exit(client)?;
+    s.wait_exit(server)?;
+    s.sh(r#"ls app.sock || echo "exit status $?""#)
+}
+
+// ---- a terminal session ---------------------------------------------------------------------
+
+/// One scene's terminals: the shell's, and one per program started in the background.
+struct Session<'a> {
+    dir: TempDir,
+    /// The lesson binaries first, so `lesson01-server` runs by name.
+    path_var: OsString,
+    interrupted: &'a AtomicBool,
+    shell: Vec<String>,
+    jobs: Vec<Job>,
+    redactions: Redactions,
+}
+
+/// A program in its own terminal.
+struct Job {
+    label: &'static str,
+    /// `$ lesson01-server app.sock`
+    shown: String,
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    /// How many of `child.output`'s lines `wait_for` has looked at.
+    seen: usize,
+}
+
+#[derive(Clone, Copy)]
+struct JobId(usize);
+
+impl<'a> Session<'a> {
+    fn new(bins: &BinDir, interrupted: &'a AtomicBool) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("uds-course-")
+            .tempdir()
+            .context("create a temp dir")?;
+        let mut paths = vec![bins.path.clone()];
+        paths.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
+        let path_var = env::join_paths(paths).context("join PATH")?;
+        let mut redactions = Redactions::new();
+        redactions.insert("[TMP]", dir.path().to_owned()).context("redact the temp dir")?;
+        // In `ls -l` lines, the owner and group (names differ between machines) and the date.
+        redact(&mut redactions, "[USER]", &format!(r"{LS_LINE}(?<redacted>\S+) "))?;
+        redact(&mut redactions, "[GROUP]", &format!(r"{LS_LINE}\S+ +(?<redacted>\S+) "))?;
+        let date = r"\S+ +\S+ +\d+ (?<redacted>[A-Z][a-z]{2} [ \d]\d +(\d\d:\d\d|\d{4})) ";
+        redact(&mut redactions, "[DATE]", &format!("{LS_LINE}{date}"))?;
+        Ok(Session { dir, path_var, interrupted, shell: Vec::new(), jobs: Vec::new(), redactions })
+    }
+
+    /// `program`, run in the scene's directory with the lessons on PATH and messages in English.
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command.current_dir(self.dir.path()).env("PATH", &self.path_var).env("LC_ALL", "C");
+        command
+    }
+
+    /// Types `line` into the shell: runs it with bash and records it and its output. A command
+    /// expected to fail says so (`|| echo "exit status $?"`); any other failure is a bug.
+    fn sh(&mut self, line: &str) -> anyhow::Result<()> {
+        let mut command = self.command("bash");
+        command.args(["-c", line]);
+        let mut child = Child::start(command)?;
+        let status = child.finish(STEP_TIMEOUT, self.interrupted)?;
+        if !status.success() {
+            bail!("`{line}` failed ({status}):\n{}", child.output.join("\n"));
+        }
+        self.shell.push(format!("$ {line}"));
+        self.shell.append(&mut child.output);
+        Ok(())
+    }
+
+    /// Starts `line` (words split on spaces) in a terminal of its own and waits until it prints
+    /// `ready`.
+    fn start(&mut self, label: &'static str, line: &str, ready: &str) -> anyhow::Result<JobId> {
+        let id = self.spawn(label, line, false)?;
+        self.wait_for(id, ready)?;
+        Ok(id)
+    }
+
+    /// Starts `line` in a terminal of its own, with its stdin ours to type into.
+    fn start_typing(&mut self, label: &'static str, line: &str) -> anyhow::Result<JobId> {
+        self.spawn(label, line, true)
+    }
+
+    fn spawn(&mut self, label: &'static str, line: &str, typing: bool) -> anyhow::Result<JobId> {
+        let mut words = line.split(' ');
+        let mut command = self.command(words.next().unwrap_or_default());
+        command.args(words);
+        let (child, stdin) = if typing {
+            let (child, stdin) = Child::start_typing(command)?;
+            (child, Some(stdin))
+        } else {
+            (Child::start(command)?, None)
+        };
+        // Whole numbers only: pid 98 must not turn `os error 98` into `os error [PID]`.
+        redact(&mut self.redactions, "[PID]", &format!(r"\b(?<redacted>{})\b", child.id()))?;
+        self.jobs.push(Job { label, shown: format!("$ {line}"), child, stdin, seen: 0 });
+        Ok(JobId(self.jobs.len() - 1))
+    }
+
+    /// Waits until `job` prints a line containing `text`.
+    fn wait_for(&mut self, job: JobId, text: &str) -> anyhow::Result<()> {
+        let job = &mut self.jobs[job.0];
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            if job.child.output[job.seen..].iter().any(|line| line.contains(text)) {
+                job.seen = job.child.output.len();
+                return Ok(());
+            }
+            job.seen = job.child.output.len();
+            match job.child.next_line(deadline, self.interrupted)? {
+                Event::Line => {}
+                Event::Eof | Event::TimedOut => bail!(
+                    "`{}` did not print `{text}`; it printed:\n{}",
+                    job.shown,
+                    job.child.output.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Types `line` and Enter into `job`, shown as the terminal would echo it, and waits for
+    /// the line `reply`.
+    fn type_line(&mut self, id: JobId, line: &str, reply: &str) -> anyhow::Result<()> {
+        let job = &mut self.jobs[id.0];
+        let stdin = job.stdin.as_mut().context("type into a program whose input has ended")?;
+        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).context("type a line")?;
+        job.child.output.push(line.to_owned());
+        job.seen = job.child.output.len();
+        self.wait_for(id, reply)
+    }
+
+    /// Ctrl-D: the end of `job`'s input.
+    fn end_input(&mut self, job: JobId) {
+        self.jobs[job.0].stdin = None;
+    }
+
+    /// Sends `job` a signal from the shell: `$ kill -TERM [PID]`.
+    fn signal(&mut self, job: JobId, signal: &str) -> anyhow::Result<()> {
+        let pid = self.jobs[job.0].child.id();
+        self.sh(&format!("kill -{signal} {pid}"))
+    }
+
+    /// Waits until `job` has exited, with the rest of its output.
+    fn wait_exit(&mut self, job: JobId) -> anyhow::Result<ExitStatus> {
+        let job = &mut self.jobs[job.0];
+        job.child.finish(STEP_TIMEOUT, self.interrupted)
+    }
+
+    /// Stops what still runs and returns the blocks: `DIR/shell.txt`, then one per program.
+    fn finish(mut self, dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
+        let mut blocks = vec![(dir.join("shell.txt"), lines(&self.shell))];
+        for job in &mut self.jobs {
+            job.stdin = None;
+            job.child.stop()?;
+            job.child.drain(self.interrupted)?;
+            let mut block = vec![job.shown.clone()];
+            block.extend(job.child.output.iter().cloned());
+            blocks.push((dir.join(format!("{}.txt", job.label)), lines(&block)));
+        }
+        Ok(blocks.into_iter().map(|(file, text)| (file, self.redactions.redact(&text))).collect())
+    }
+}
+
+/// Replaces the part of each match of `pattern` named `redacted` with `placeholder`.
+fn redact(
+    redactions: &mut Redactions,
+    placeholder: &'static str,
+    pattern: &str,
+) -> anyhow::Result<()> {
+    let regex = Regex::new(pattern).with_context(|| format!("compile `{pattern}`"))?;
+    redactions.insert(placeholder, regex).with_context(|| format!("redact {placeholder}"))
+}
+
+fn lines(lines: &[String]) -> String {
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+// ---- tools ----------------------------------------------------------------------------------
+
+/// An outside program a scene runs, and how to tell it works here.
+struct Tool {
+    probe: &'static str,
+    install: &'static str,
+}
+
+const STRACE: Tool = Tool {
+    // Installed is not enough: a container may forbid ptrace.
+    probe: "strace -o /dev/null true",
+    install: "sudo apt-get install strace, and allow ptrace",
+};
+const NETCAT: Tool = Tool {
+    // netcat-traditional has no -N (half-close at EOF): the book shows OpenBSD's.
+    probe: "nc -h 2>&1 | grep -q 'OpenBSD netcat'",
+    install: "sudo apt-get install netcat-openbsd",
+};
+const SOCAT: Tool = Tool { probe: "socat -V", install: "sudo apt-get install socat" };
+const PYTHON: Tool = Tool { probe: "python3 -c ''", install: "sudo apt-get install python3" };
+
+impl Tool {
+    /// Why the tool cannot run here, or `None` if it can.
+    fn missing(&self) -> Option<String> {
+        let status = Command::new("bash")
+            .args(["-c", self.probe])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        match status {
+            Ok(status) if status.success() => None,
+            _ => Some(format!("`{}` failed (install: {})", self.probe, self.install)),
+        }
+    }
+}
+
+/// CI sets CI=true: there, a tool that is missing is a failure, not a skip.
+fn in_ci() -> bool {
+    env::var_os("CI").is_some_and(|value| !value.is_empty() && value != "false")
+}

@@ -35,3 +35,18 @@ test:
 # The source diff from lesson A to lesson B: only the idea B adds
 diff A B:
     cargo run -q -- diff "$1" "$2"
+
+# Regenerate every terminal transcript the book shows (book/transcripts/); review the diff
+transcripts:
+    cargo run -q -- transcripts
+
+# Build the book into book/book/ (open book/book/index.html)
+book:
+    mdbook build book
+
+# Serve the book on localhost (mdbook serve; without it, build once and serve with Python)
+book-serve:
+    @# mdbook built with only the search feature (as CI installs it) has no `serve`: then build
+    @# once and serve the files with Python.
+    @if mdbook serve --help >/dev/null 2>&1; then mdbook serve book --open; \
+    else mdbook build book && python3 -m http.server --directory book/book 3000; fi

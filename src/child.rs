@@ -114,10 +114,7 @@ impl Child {
             shown.push_str(&shell_quote(&arg.to_string_lossy()));
         }
         let (reader, writer) = io::pipe().context("create a pipe")?;
-        command
-            .stdin(stdin)
-            .stdout(writer.try_clone().context("duplicate a pipe")?)
-            .stderr(writer);
+        command.stdin(stdin).stdout(writer.try_clone().context("duplicate a pipe")?).stderr(writer);
         let process = command.spawn().with_context(|| format!("spawn {}", program.display()))?;
         // `command` still holds the pipe's write ends: until they close, there is no EOF.
         drop(command);

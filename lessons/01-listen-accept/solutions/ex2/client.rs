@@ -141,6 +141,7 @@ fn print_replies(stream: UnixStream, path: &Path) -> Replies {
     replies
 }
 
+// ANCHOR: read_replies
 fn read_replies(stream: &UnixStream, path: &Path, replies: &mut Replies) -> anyhow::Result<()> {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
@@ -164,3 +165,4 @@ fn read_replies(stream: &UnixStream, path: &Path, replies: &mut Replies) -> anyh
         }
     }
 }
+// ANCHOR_END: read_replies

@@ -123,6 +123,7 @@ fn print_replies(stream: UnixStream, path: &Path) -> Replies {
     replies
 }
 
+// ANCHOR: read_replies
 fn read_replies(stream: &UnixStream, path: &Path, replies: &mut Replies) -> anyhow::Result<()> {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
@@ -146,3 +147,4 @@ fn read_replies(stream: &UnixStream, path: &Path, replies: &mut Replies) -> anyh
         }
     }
 }
+// ANCHOR_END: read_replies

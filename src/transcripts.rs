@@ -7,8 +7,9 @@
 //! an interactive client) — never interleaved (CONTRACT.md "Transcripts"). Every lesson also
 //! gets `lesson-NN.txt` (`lesson N`) and every step `diff-AA-BB.txt` (`diff A B`).
 //!
-//! What varies between runs is redacted by snapbox: `[TMP]` (the temp dir), `[PID]`, and in
-//! `ls -l` lines `[USER]`, `[GROUP]` and `[DATE]`.
+//! What varies between runs and machines is redacted by snapbox: `[TMP]` (the temp dir),
+//! `[PID]`, our own `uid [UID]` and `gid [GID]`, and in `ls -l` lines `[USER]`, `[GROUP]` and
+//! `[DATE]`. Another user's ids (`nobody`'s 65534) are the point of a line, and stay.
 
 use std::collections::BTreeSet;
 use std::env;
@@ -64,6 +65,7 @@ const SESSIONS: &[(&str, &[Tool], fn(&mut Session) -> anyhow::Result<()>)] = &[
     ("address-in-use", &[], address_in_use),
     ("stale-socket", &[], stale_socket),
     ("graceful-shutdown", &[], graceful_shutdown),
+    ("permissions", &[ROOT], permissions),
 ];
 
 fn scenes() -> anyhow::Result<Vec<Scene>> {
@@ -157,9 +159,7 @@ fn play(
             let mut out = Vec::new();
             let temp_dir = run::show(lesson.number, &mut out, interrupted)?;
             text.push_str(&String::from_utf8_lossy(&out));
-            let mut redactions = Redactions::new();
-            redactions.insert("[TMP]", temp_dir).context("redact the temp dir")?;
-            Ok(vec![(file, redactions.redact(&text))])
+            Ok(vec![(file, redactions(&temp_dir)?.redact(&text))])
         }
         Play::Diff(a, b) => {
             let mut out = Vec::new();
@@ -243,13 +243,38 @@ fn graceful_shutdown(s: &mut Session) -> anyhow::Result<()> {
     s.sh(r#"ls app.sock || echo "exit status $?""#)
 }
 
+/// lessons/04-permissions.md: the file's mode keeps others out; with the mode opened, the
+/// credential check does; a group can be let in.
+fn permissions(s: &mut Session) -> anyhow::Result<()> {
+    s.share("lesson04-client")?;
+    let private = s.start("server", "lesson04-server app.sock", "listening on app.sock")?;
+    s.sh("ls -l app.sock")?;
+    s.sh("lesson04-client app.sock hello")?;
+    s.sh(&format!(r#"{NOBODY} lesson04-client app.sock hello || echo "exit status $?""#))?;
+    let open = s.start("server-2", "lesson04-server open.sock --mode 0666", "listening on")?;
+    s.sh("ls -l open.sock")?;
+    s.sh(&format!(r#"{NOBODY} lesson04-client open.sock hello || echo "exit status $?""#))?;
+    s.wait_for(open, "refused uid")?;
+    let group = s.start("server-3", "lesson04-server group.sock --group 65534", "listening on")?;
+    s.sh("ls -l group.sock")?;
+    s.sh(&format!("{NOBODY} lesson04-client group.sock hello"))?;
+    s.wait_for(group, "connection 1: closed")?;
+    s.wait_for(private, "connection 1: closed")
+}
+
+/// Runs the rest of the line as user `nobody`, group `nogroup` (CONTRACT.md "Tests").
+const NOBODY: &str = "setpriv --reuid=nobody --regid=nogroup --clear-groups";
+
 // ---- a terminal session ---------------------------------------------------------------------
 
 /// One scene's terminals: the shell's, and one per program started in the background.
 struct Session<'a> {
     dir: TempDir,
-    /// The lesson binaries first, so `lesson01-server` runs by name.
+    /// The lesson binaries first, so `lesson01-server` runs by name; before them, the copies
+    /// in `shared` that other users can run too.
     path_var: OsString,
+    shared: PathBuf,
+    bins: PathBuf,
     interrupted: &'a AtomicBool,
     shell: Vec<String>,
     jobs: Vec<Job>,
@@ -276,17 +301,38 @@ impl<'a> Session<'a> {
             .prefix("uds-course-")
             .tempdir()
             .context("create a temp dir")?;
-        let mut paths = vec![bins.path.clone()];
+        let shared = dir.path().join(".bin");
+        let mut paths = vec![shared.clone(), bins.path.clone()];
         paths.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
         let path_var = env::join_paths(paths).context("join PATH")?;
-        let mut redactions = Redactions::new();
-        redactions.insert("[TMP]", dir.path().to_owned()).context("redact the temp dir")?;
-        // In `ls -l` lines, the owner and group (names differ between machines) and the date.
-        redact(&mut redactions, "[USER]", &format!(r"{LS_LINE}(?<redacted>\S+) "))?;
-        redact(&mut redactions, "[GROUP]", &format!(r"{LS_LINE}\S+ +(?<redacted>\S+) "))?;
-        let date = r"\S+ +\S+ +\d+ (?<redacted>[A-Z][a-z]{2} [ \d]\d +(\d\d:\d\d|\d{4})) ";
-        redact(&mut redactions, "[DATE]", &format!("{LS_LINE}{date}"))?;
-        Ok(Session { dir, path_var, interrupted, shell: Vec::new(), jobs: Vec::new(), redactions })
+        let redactions = redactions(dir.path())?;
+        Ok(Session {
+            shared,
+            bins: bins.path.clone(),
+            dir,
+            path_var,
+            interrupted,
+            shell: Vec::new(),
+            jobs: Vec::new(),
+            redactions,
+        })
+    }
+
+    /// Lets user `nobody` into the scene's directory and run lesson binary `program` (a copy:
+    /// the target dir may be private to us), found first on PATH.
+    fn share(&mut self, program: &str) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let open = |path: &Path| {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("chmod 755 {}", path.display()))
+        };
+        fs::create_dir_all(&self.shared)
+            .with_context(|| format!("create {}", self.shared.display()))?;
+        let source = self.bins.join(program);
+        fs::copy(&source, self.shared.join(program))
+            .with_context(|| format!("copy {}", source.display()))?;
+        open(self.dir.path())?;
+        open(&self.shared)
     }
 
     /// `program`, run in the scene's directory with the lessons on PATH and messages in English.
@@ -404,6 +450,22 @@ impl<'a> Session<'a> {
     }
 }
 
+/// What every transcript redacts: `temp_dir`, pids in servers' logs, our own uid and gid, and
+/// the owner, group and date of `ls -l` lines.
+fn redactions(temp_dir: &Path) -> anyhow::Result<Redactions> {
+    let mut redactions = Redactions::new();
+    redactions.insert("[TMP]", temp_dir.to_owned()).context("redact the temp dir")?;
+    redact(&mut redactions, "[PID]", r"\bpid (?<redacted>\d+)\b")?;
+    let (uid, gid) = (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw());
+    redact(&mut redactions, "[UID]", &format!(r"\buid (?<redacted>{uid})\b"))?;
+    redact(&mut redactions, "[GID]", &format!(r"\bgid (?<redacted>{gid})\b"))?;
+    redact(&mut redactions, "[USER]", &format!(r"{LS_LINE}(?<redacted>\S+) "))?;
+    redact(&mut redactions, "[GROUP]", &format!(r"{LS_LINE}\S+ +(?<redacted>\S+) "))?;
+    let date = r"\S+ +\S+ +\d+ (?<redacted>[A-Z][a-z]{2} [ \d]\d +(\d\d:\d\d|\d{4})) ";
+    redact(&mut redactions, "[DATE]", &format!("{LS_LINE}{date}"))?;
+    Ok(redactions)
+}
+
 /// Replaces the part of each match of `pattern` named `redacted` with `placeholder`.
 fn redact(
     redactions: &mut Redactions,
@@ -420,12 +482,16 @@ fn lines(lines: &[String]) -> String {
 
 // ---- tools ----------------------------------------------------------------------------------
 
-/// An outside program a scene runs, and how to tell it works here.
+/// An outside program (or a privilege) a scene needs, and how to tell it works here.
 struct Tool {
     probe: &'static str,
     install: &'static str,
 }
 
+const ROOT: Tool = Tool {
+    probe: r#"[ "$(id -u)" = 0 ] && setpriv --reuid=nobody --regid=nogroup --clear-groups true"#,
+    install: "run as root, which may switch to the user nobody; setpriv is in util-linux",
+};
 const STRACE: Tool = Tool {
     // Installed is not enough: a container may forbid ptrace.
     probe: "strace -o /dev/null true",
@@ -450,7 +516,7 @@ impl Tool {
             .status();
         match status {
             Ok(status) if status.success() => None,
-            _ => Some(format!("`{}` failed (install: {})", self.probe, self.install)),
+            _ => Some(format!("`{}` failed (to fix: {})", self.probe, self.install)),
         }
     }
 }

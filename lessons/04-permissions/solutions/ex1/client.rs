@@ -1,0 +1,163 @@
+//! lesson04-client: send lines to a server, print each reply as it arrives.
+//!
+//! The one idea: a client is `connect` to the socket file's path, then plain reads and writes.
+//! When it has nothing more to send it *half-closes* (`shutdown(Write)`: "no more from me, but
+//! I am still listening"); the server reads EOF, answers what is left and closes, and the
+//! client reads EOF in turn.
+//!
+//! Run: start the server (it prints `listening on PATH`), then
+//! `cargo run --bin lesson04-client -- PATH hello world`, or without messages to type lines
+//! (Ctrl-D to finish). Partner: server.rs.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::thread;
+
+use anyhow::{Context, anyhow, bail};
+use clap::Parser;
+use lesson04::{SOCKET_NAME, default_socket_dir};
+
+/// Send lines to a lesson04-server and print its replies.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The server's socket [default: $XDG_RUNTIME_DIR/uds-course/lesson04.sock]
+    path: Option<PathBuf>,
+    /// Lines to send; with none, each line of stdin is sent as typed
+    message: Vec<String>,
+    /// Talk only to a server running as this uid (checked with SO_PEERCRED)
+    #[arg(long, value_name = "UID")]
+    server_uid: Option<u32>,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("lesson04-client: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    let path = args.path.unwrap_or_else(|| default_socket_dir().join(SOCKET_NAME));
+    // ANCHOR: connect
+    let stream =
+        UnixStream::connect(&path).with_context(|| format!("connect {}", path.display()))?;
+    // ANCHOR_END: connect
+    // Credentials work both ways: the kernel recorded who called `listen` on the other end, so
+    // a process that grabbed the path before the real server cannot pass for it.
+    if let Some(expected) = args.server_uid {
+        let server = rustix::net::sockopt::socket_peercred(&stream)
+            .with_context(|| format!("check {}", path.display()))?;
+        let uid = server.uid.as_raw();
+        if uid != expected {
+            bail!("check {}: the server is uid {uid}, not {expected}", path.display());
+        }
+    }
+    // Read on a second thread while this one writes. Writing everything first would deadlock on
+    // a long input: the server blocks writing replies nobody reads, so it stops reading, and
+    // our writes block in turn. It also makes an interactive session show each reply at once.
+    let read_half = stream.try_clone().with_context(|| format!("clone {}", path.display()))?;
+    let reader_path = path.clone();
+    let reader = thread::Builder::new()
+        .spawn(move || print_replies(read_half, &reader_path))
+        .with_context(|| format!("spawn a reader for {}", path.display()))?;
+    let sent = send_lines(&stream, &args.message, &path);
+    // ANCHOR: shutdown
+    // Half-close: the server reads EOF, answers the rest, and closes — our reader's EOF.
+    let shutdown = stream.shutdown(Shutdown::Write);
+    // ANCHOR_END: shutdown
+    let replies = reader.join().map_err(|_| anyhow!("the reader thread panicked"))?;
+    if replies.refused {
+        // The server's `error: ` line, already on stderr, says why. A write error after it
+        // (EPIPE: the server closed the connection) is only its echo.
+        return Ok(ExitCode::FAILURE);
+    }
+    // The reader's failure first: when it stops (stdout closed, say), our writes fail too.
+    if let Some(err) = replies.failed {
+        return Err(err);
+    }
+    let sent = sent?;
+    shutdown.with_context(|| format!("shutdown {}", path.display()))?;
+    if replies.count < sent {
+        bail!(
+            "read {}: the server closed the connection after {} of {sent} replies",
+            path.display(),
+            replies.count
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Send each MESSAGE as a line, or else each line of stdin as typed; returns how many lines.
+fn send_lines(mut stream: &UnixStream, messages: &[String], path: &Path) -> anyhow::Result<usize> {
+    let write_err = || format!("write {}", path.display());
+    if !messages.is_empty() {
+        for message in messages {
+            stream.write_all(format!("{message}\n").as_bytes()).with_context(write_err)?;
+        }
+        return Ok(messages.len());
+    }
+    let mut stdin = io::stdin().lock();
+    let mut line = Vec::new();
+    let mut sent = 0;
+    while stdin.read_until(b'\n', &mut line).context("read stdin")? > 0 {
+        stream.write_all(&line).with_context(write_err)?;
+        line.clear();
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+/// What the reader thread saw.
+struct Replies {
+    count: usize,
+    /// The server answered with an `error: ` line (printed to stderr).
+    refused: bool,
+    /// Reading stopped on this error instead of the server's EOF.
+    failed: Option<anyhow::Error>,
+}
+
+/// Print each reply line as it arrives, until the server closes the connection (EOF).
+fn print_replies(stream: UnixStream, path: &Path) -> Replies {
+    let mut replies = Replies { count: 0, refused: false, failed: None };
+    if let Err(err) = read_replies(&stream, path, &mut replies) {
+        // Stop our writer too: after this its next write fails at once, instead of blocking
+        // on a server that waits for us to read replies we no longer read.
+        let _ = stream.shutdown(Shutdown::Both); // ok to fail: the connection may be gone
+        replies.failed = Some(err);
+    }
+    replies
+}
+
+// ANCHOR: read_replies
+fn read_replies(stream: &UnixStream, path: &Path, replies: &mut Replies) -> anyhow::Result<()> {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = reader.read_until(b'\n', &mut line);
+        if read.with_context(|| format!("read {}", path.display()))? == 0 {
+            return Ok(()); // EOF: the server closed its end
+        }
+        if !line.ends_with(b"\n") {
+            bail!("read {}: the server closed the connection mid-reply", path.display());
+        }
+        replies.count += 1;
+        // A refusal can never be an upper-cased echo: `error: ` is lower case.
+        if line.starts_with(b"error: ") {
+            replies.refused = true;
+            let _ = io::stderr().write_all(&line); // ok to lose: stderr is gone
+        } else {
+            let mut stdout = io::stdout().lock();
+            stdout.write_all(&line).and_then(|()| stdout.flush()).context("write stdout")?;
+        }
+    }
+}
+// ANCHOR_END: read_replies

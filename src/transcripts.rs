@@ -56,11 +56,14 @@ enum Play {
     /// `cargo run -q -- diff A B`, into `NAME.txt`.
     Diff(Lesson, Lesson),
     /// A terminal session, into `NAME/shell.txt` and `NAME/<label>.txt` per program started.
-    Session(fn(&mut Session) -> anyhow::Result<()>),
+    Session(Script),
 }
 
+/// What a session scene does, step by step.
+type Script = fn(&mut Session) -> anyhow::Result<()>;
+
 /// The scenes the book's chapters show, beside every lesson's `lesson-NN` and `diff-AA-BB`.
-const SESSIONS: &[(&str, &[Tool], fn(&mut Session) -> anyhow::Result<()>)] = &[
+const SESSIONS: &[(&str, &[Tool], Script)] = &[
     ("echo-fails", &[STRACE, NETCAT, SOCAT, PYTHON], echo_fails),
     ("address-in-use", &[], address_in_use),
     ("stale-socket", &[], stale_socket),

@@ -147,8 +147,12 @@ fn the_mode_comes_from_the_umask_before_bind_never_from_a_chmod() {
         .arg(&trace)
         .arg(server())
         .arg(&path);
-    let server = Server::start_cmd(cmd, &path);
+    let mut strace = Server::start_cmd(cmd, &path);
+    // Killing strace would only detach it, and leave the server running: stop the server
+    // itself (strace's child), and strace exits with it.
+    let server = Tracee(tracee_of(strace.pid()));
     drop(server);
+    strace.wait_exit();
     let trace = fs::read_to_string(&trace).expect("read the trace");
     let calls: Vec<&str> = trace
         .lines()
@@ -163,6 +167,25 @@ fn the_mode_comes_from_the_umask_before_bind_never_from_a_chmod() {
         calls.iter().all(|call| !call.contains("chmod")),
         "the socket's mode must not be changed after bind:\n{trace}"
     );
+}
+
+/// The one child of `pid` (strace's traced server), from /proc.
+fn tracee_of(pid: rustix::process::Pid) -> rustix::process::Pid {
+    let raw = pid.as_raw_nonzero();
+    let children = fs::read_to_string(format!("/proc/{raw}/task/{raw}/children"))
+        .expect("read strace's children");
+    let child = children.split_whitespace().next().expect("strace has a child").parse();
+    rustix::process::Pid::from_raw(child.expect("a pid")).expect("a nonzero pid")
+}
+
+/// A traced server, stopped with SIGTERM (a graceful shutdown) when dropped, also when a test
+/// fails: nothing else would stop it.
+struct Tracee(rustix::process::Pid);
+
+impl Drop for Tracee {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(self.0, rustix::process::Signal::TERM);
+    }
 }
 
 /// Another uid cannot connect to a 0600 socket: "Permission denied", naming the path.

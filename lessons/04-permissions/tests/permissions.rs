@@ -221,28 +221,27 @@ fn with_mode_0666_another_uid_is_refused_by_its_credentials() {
     assert_eq!(exchange(&path, b"still serving\n"), b"STILL SERVING\n");
 }
 
+/// With the socket file open to all (`--mode 0666`) and `flag ID` given, `nobody` gets in.
+fn nobody_is_let_in_by(flag: &str, id: u32) {
+    let Some((dir, bin)) = shared_dir() else { return };
+    let path = dir.path().join("lesson04.sock");
+    let id = id.to_string();
+    let args = [path.as_os_str(), "--mode".as_ref(), "0666".as_ref(), flag.as_ref(), id.as_ref()];
+    let _server = Server::start(server(), &path, &args);
+    let (code, stdout, stderr) = nobody_client(&bin, &[path.to_str().unwrap(), "hello"]);
+    assert_eq!((code, stdout.as_str()), (Some(0), "HELLO\n"), "{stderr}");
+}
+
 /// `--allow-uid` lets that uid in.
 #[test]
 fn allow_uid_lets_that_uid_in() {
-    let Some((dir, bin)) = shared_dir() else { return };
-    let path = dir.path().join("lesson04.sock");
-    let nobody = nobody_id("-u").to_string();
-    let args = [path.as_os_str(), "--mode".as_ref(), "0666".as_ref(), "--allow-uid".as_ref()];
-    let _server = Server::start(server(), &path, &[&args[..], &[nobody.as_ref()]].concat());
-    let (code, stdout, stderr) = nobody_client(&bin, &[path.to_str().unwrap(), "hello"]);
-    assert_eq!((code, stdout.as_str()), (Some(0), "HELLO\n"), "{stderr}");
+    nobody_is_let_in_by("--allow-uid", nobody_id("-u"));
 }
 
 /// `--allow-gid` lets peers of that group in.
 #[test]
 fn allow_gid_lets_that_group_in() {
-    let Some((dir, bin)) = shared_dir() else { return };
-    let path = dir.path().join("lesson04.sock");
-    let nogroup = nobody_id("-g").to_string();
-    let args = [path.as_os_str(), "--mode".as_ref(), "0666".as_ref(), "--allow-gid".as_ref()];
-    let _server = Server::start(server(), &path, &[&args[..], &[nogroup.as_ref()]].concat());
-    let (code, stdout, stderr) = nobody_client(&bin, &[path.to_str().unwrap(), "hello"]);
-    assert_eq!((code, stdout.as_str()), (Some(0), "HELLO\n"), "{stderr}");
+    nobody_is_let_in_by("--allow-gid", nobody_id("-g"));
 }
 
 /// `--group GID` gives the socket file to that group with mode 0660, and lets its members in:

@@ -69,6 +69,7 @@ const SESSIONS: &[(&str, &[Tool], Script)] = &[
     ("stale-socket", &[], stale_socket),
     ("graceful-shutdown", &[], graceful_shutdown),
     ("permissions", &[ROOT], permissions),
+    ("deadlines", &[PYTHON], deadlines),
 ];
 
 fn scenes() -> anyhow::Result<Vec<Scene>> {
@@ -265,6 +266,29 @@ fn permissions(s: &mut Session) -> anyhow::Result<()> {
     s.wait_for(private, "connection 1: closed")
 }
 
+/// lessons/05-deadlines.md: a line too long, a client gone quiet, a server that never answers.
+fn deadlines(s: &mut Session) -> anyhow::Result<()> {
+    let line = "lesson05-server app.sock --idle-timeout-ms 1000 --max-line 16";
+    let server = s.start("server", line, "listening on app.sock")?;
+    s.sh("lesson05-client app.sock 'short line'")?;
+    s.sh(
+        r#"lesson05-client app.sock 'a line longer than sixteen bytes' || echo "exit status $?""#,
+    )?;
+    let quiet = s.start_typing("client", "lesson05-client app.sock")?;
+    s.wait_for(server, "connection 3: accepted")?;
+    s.type_line(quiet, "hello", "HELLO")?;
+    // Nothing more is typed: the server's idle timeout ends it, and the client exits by itself.
+    s.wait_exit(quiet)?;
+    s.wait_for(server, "connection 3: no complete line")?;
+    // A server that accepts and then never answers.
+    s.start_quiet(
+        "hung",
+        r#"python3 -c 'import socket, time; s = socket.socket(socket.AF_UNIX); s.bind("hung.sock"); s.listen(); c = s.accept(); time.sleep(60)'"#,
+        "hung.sock",
+    )?;
+    s.sh(r#"lesson05-client --timeout-ms 500 hung.sock hello || echo "exit status $?""#)
+}
+
 /// Runs the rest of the line as user `nobody`, group `nogroup` (CONTRACT.md "Tests").
 const NOBODY: &str = "setpriv --reuid=nobody --regid=nogroup --clear-groups";
 
@@ -368,15 +392,36 @@ impl<'a> Session<'a> {
         Ok(id)
     }
 
+    /// Starts `line` (a program that prints nothing when ready) in a terminal of its own and
+    /// waits until `file` exists in the scene's directory.
+    fn start_quiet(
+        &mut self,
+        label: &'static str,
+        line: &str,
+        file: &str,
+    ) -> anyhow::Result<JobId> {
+        let id = self.spawn(label, line, false)?;
+        let path = self.dir.path().join(file);
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        while !path.exists() {
+            if Instant::now() > deadline {
+                bail!("`{line}` did not create {file} within {STEP_TIMEOUT:?}");
+            }
+            child::bail_if_interrupted(self.interrupted)?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(id)
+    }
+
     /// Starts `line` in a terminal of its own, with its stdin ours to type into.
     fn start_typing(&mut self, label: &'static str, line: &str) -> anyhow::Result<JobId> {
         self.spawn(label, line, true)
     }
 
     fn spawn(&mut self, label: &'static str, line: &str, typing: bool) -> anyhow::Result<JobId> {
-        let mut words = line.split(' ');
-        let mut command = self.command(words.next().unwrap_or_default());
-        command.args(words);
+        // `exec`: the shell becomes the program, so the pid we signal is the program's.
+        let mut command = self.command("bash");
+        command.args(["-c", &format!("exec {line}")]);
         let (child, stdin) = if typing {
             let (child, stdin) = Child::start_typing(command)?;
             (child, Some(stdin))

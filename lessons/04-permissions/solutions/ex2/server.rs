@@ -481,10 +481,10 @@ fn program_name(pid: i32) -> String {
 }
 
 // ANCHOR: refuse
-/// Answer `error: REASON` and end the connection so that the client gets to read it: shut
-/// down our side (the client reads the line, then EOF), then read and discard what it still
-/// sends, for up to a second. Closing with its lines unread would make the kernel reset the
-/// connection, and the reset can destroy our line before the client reads it.
+/// Answer `error: REASON` and end the connection cleanly: shut down our side (the client
+/// reads the line, then EOF), then read and discard what it still sends, for up to a second.
+/// Closing with its lines unread would reset the connection: a client still writing would
+/// stop at EPIPE before it reads our line, and one that reads would get ECONNRESET, not EOF.
 fn refuse(stream: &UnixStream, reason: &str) -> anyhow::Result<()> {
     let (mut writer, mut reader) = (stream, stream);
     writeln!(writer, "error: {reason}").context("write")?;

@@ -1,0 +1,82 @@
+//! lesson05: what the server and the client agree on — where the socket lives by default, and
+//! how to `connect` and wait without waiting forever.
+//!
+//! The binaries are the lesson: `src/bin/server.rs` and `src/bin/client.rs`.
+
+use std::env;
+use std::io::{self, ErrorKind};
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustix::net::sockopt::{Timeout, set_socket_timeout};
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+/// The file name of this lesson's socket inside [`default_socket_dir`].
+pub const SOCKET_NAME: &str = "lesson05.sock";
+
+// ANCHOR: default_dir
+/// `$XDG_RUNTIME_DIR/uds-course`, else `<temp dir>/uds-course-<uid>`.
+///
+/// `$XDG_RUNTIME_DIR` (usually `/run/user/<uid>`) is private to the user and emptied at logout:
+/// the place sockets belong. Without it, the uid in the name keeps users of a shared `/tmp`
+/// out of each other's way. Only the server creates the directory.
+pub fn default_socket_dir() -> PathBuf {
+    match env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(runtime) if runtime.is_absolute() => runtime.join("uds-course"),
+        _ => env::temp_dir().join(format!("uds-course-{}", rustix::process::getuid().as_raw())),
+    }
+}
+// ANCHOR_END: default_dir
+
+// ANCHOR: bounded_connect
+/// `connect` to the socket file at `path`, giving up after `timeout` with a `timed out` error.
+/// The timeout stays set on the stream as its send timeout: it bounds every write too.
+///
+/// `UnixStream::connect` can wait forever: while a server's accept queue (its backlog) is full,
+/// `connect` sleeps until the server accepts someone, and a hung server never does. std has no
+/// `connect_timeout` for Unix sockets. The recipe that works for TCP — a non-blocking
+/// `connect`, then poll(2) until the socket is writable — does not work here: on Linux a
+/// non-blocking `connect` to a full Unix listener fails at once with EAGAIN and leaves nothing
+/// in progress (a second try fails the same way), and poll reports the unconnected socket
+/// writable straight away. What works is the kernel's own wait with a bound: a blocking socket
+/// whose send timeout (SO_SNDTIMEO) is set *before* `connect`. Then `connect` sleeps until the
+/// server makes room or the timeout passes, and fails with EAGAIN.
+pub fn connect_within(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
+    // std's own check of the path first, so that a path too long for `sun_path` is reported as
+    // `UnixStream::connect` reports it: "path must be shorter than SUN_LEN".
+    SocketAddr::from_pathname(path)?;
+    let address = SocketAddrUnix::new(path)?;
+    let socket = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    set_socket_timeout(&socket, Timeout::Send, Some(timeout))?;
+    rustix::net::connect(&socket, &address).map_err(|errno| timed_out(errno.into()))?;
+    Ok(UnixStream::from(socket))
+}
+
+/// Say `timed out` when a socket timeout expired. std reports it as WouldBlock (EAGAIN,
+/// "Resource temporarily unavailable"), which reads like a bug in the program; on a blocking
+/// socket EAGAIN means exactly that the timeout passed.
+pub fn timed_out(err: io::Error) -> io::Error {
+    match err.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            io::Error::new(ErrorKind::TimedOut, "timed out")
+        }
+        _ => err,
+    }
+}
+// ANCHOR_END: bounded_connect
+
+/// clap's parser for a timeout in milliseconds: at least 1. A zero timeout means "no timeout"
+/// to the kernel, and std refuses to set one, so 0 is a usage error rather than a surprise.
+pub fn parse_timeout_ms(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("a timeout of 0 ms is not a timeout; use 1 or more".to_owned()),
+        Ok(ms) => Ok(ms),
+        Err(_) => Err(format!("`{text}` is not a number of milliseconds")),
+    }
+}

@@ -3,14 +3,15 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
 use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
 
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin;
-use uds_test_support::{DEADLINE, Server, run_with_stdout_closed, start_in_temp_dir, temp_dir};
+use uds_test_support::{
+    DEADLINE, Server, fake_server, run_with_stdout_closed, start_in_temp_dir, temp_dir,
+};
 
 fn server() -> &'static Path {
     cargo_bin!("lesson01-server")
@@ -20,18 +21,6 @@ fn client() -> Command {
     let mut cmd = Command::new(cargo_bin!("lesson01-client"));
     cmd.timeout(DEADLINE);
     cmd
-}
-
-/// A fake server at `<dir>/fake.sock` that holds one `conversation` with the first client,
-/// on its own thread: join it to see its panics.
-fn fake_server(
-    dir: &Path,
-    conversation: impl FnOnce(UnixStream) + Send + 'static,
-) -> (PathBuf, JoinHandle<()>) {
-    let path = dir.join("fake.sock");
-    let listener = UnixListener::bind(&path).expect("bind");
-    let fake = thread::spawn(move || conversation(listener.accept().expect("accept").0));
-    (path, fake)
 }
 
 /// Each MESSAGE is one line; each reply is printed as it comes; exit 0 after the server's EOF.

@@ -7,11 +7,11 @@ use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::thread::{self};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin;
@@ -19,7 +19,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use rustix::process::Pid;
-use uds_test_support::{ChildGuard, Conn, DEADLINE, Server, exchange, temp_dir};
+use uds_test_support::{ChildGuard, Conn, DEADLINE, Server, exchange, fake_server, temp_dir};
 
 fn server() -> &'static Path {
     cargo_bin!("lesson05-server")
@@ -103,18 +103,6 @@ fn full_backlog(path: &Path) -> FullBacklog {
 fn nonblocking_socket() -> OwnedFd {
     let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
     rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None).expect("socket")
-}
-
-/// A fake server at `<dir>/fake.sock` that accepts one client and hands the connection to
-/// `conversation` on its own thread; join it to see its panics.
-fn fake_server(
-    dir: &Path,
-    conversation: impl FnOnce(UnixStream) + Send + 'static,
-) -> (PathBuf, JoinHandle<()>) {
-    let path = dir.join("fake.sock");
-    let listener = UnixListener::bind(&path).expect("bind");
-    let fake = thread::spawn(move || conversation(listener.accept().expect("accept").0));
-    (path, fake)
 }
 
 /// Run `bin` with `args` to the end, within [`DEADLINE`].

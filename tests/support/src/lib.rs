@@ -10,7 +10,7 @@
 use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -400,6 +400,19 @@ pub fn as_nobody(program: &Path) -> Command {
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]).arg(program);
     cmd
+}
+
+/// A fake server at `<dir>/fake.sock` that accepts one client and hands the connection to
+/// `conversation` on its own thread: a server that misbehaves on purpose. Join the handle to
+/// see its panics.
+pub fn fake_server(
+    dir: &Path,
+    conversation: impl FnOnce(UnixStream) + Send + 'static,
+) -> (PathBuf, thread::JoinHandle<()>) {
+    let path = dir.join("fake.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let fake = thread::spawn(move || conversation(listener.accept().expect("accept").0));
+    (path, fake)
 }
 
 /// Wait (with [`DEADLINE`]) until `condition` holds; panics with `what` when it never does.

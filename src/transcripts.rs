@@ -569,7 +569,8 @@ impl Tool {
     }
 }
 
-/// CI sets CI=true: there, a tool that is missing is a failure, not a skip.
+/// CI sets CI=true: there, a tool that is missing is a failure, not a skip. Read as the
+/// tests' helpers read it (tests/support): anything but empty, `0` or `false`.
 fn in_ci() -> bool {
-    env::var_os("CI").is_some_and(|value| !value.is_empty() && value != "false")
+    env::var("CI").is_ok_and(|ci| !matches!(ci.as_str(), "" | "0" | "false"))
 }

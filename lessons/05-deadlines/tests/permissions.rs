@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 use assert_cmd::cargo::cargo_bin;
 use tempfile::TempDir;
 use uds_test_support::{
-    ChildGuard, DEADLINE, Server, as_nobody, exchange, have_tool, is_root, temp_dir,
+    ChildGuard, DEADLINE, Server, as_nobody, exchange, have_tool, is_root, runnable_by_nobody,
+    temp_dir,
 };
 
 fn server() -> &'static Path {
@@ -28,17 +29,9 @@ fn mode(path: &Path) -> u32 {
     fs::symlink_metadata(path).expect("stat").mode() & 0o7777
 }
 
-/// A temp dir that `nobody` can enter, holding a copy of the client `nobody` can run (the
-/// target dir may be private to root), or `None` (the test skips) when not root.
+/// A temp dir `nobody` can enter with a copy of the client it can run; `None`: skip.
 fn shared_dir() -> Option<(TempDir, PathBuf)> {
-    if !is_root() || !have_tool("setpriv", "apt-get install -y util-linux") {
-        return None;
-    }
-    let dir = temp_dir();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod 755");
-    let bin = dir.path().join("lesson05-client");
-    fs::copy(client(), &bin).expect("copy the client binary");
-    Some((dir, bin))
+    runnable_by_nobody(client())
 }
 
 /// The uid or gid `id` prints for `nobody` (`-u`) or `nogroup` (`-g`).

@@ -8,11 +8,14 @@
 //! [`tempfile::TempDir`] removes its directory, so it leaves nothing on disk.
 
 use std::ffi::OsStr;
+use std::fs::Permissions;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -287,7 +290,17 @@ impl Conn {
     }
 
     pub fn try_connect(path: &Path) -> io::Result<Conn> {
-        let stream = UnixStream::connect(path)?;
+        Conn::new(UnixStream::connect(path)?)
+    }
+
+    /// Connect to the abstract name `name` (Linux; written `@name` on command lines).
+    pub fn try_connect_abstract(name: &str) -> io::Result<Conn> {
+        use std::os::linux::net::SocketAddrExt;
+        let address = SocketAddr::from_abstract_name(name)?;
+        Conn::new(UnixStream::connect_addr(&address)?)
+    }
+
+    fn new(stream: UnixStream) -> io::Result<Conn> {
         stream.set_read_timeout(Some(DEADLINE))?;
         stream.set_write_timeout(Some(DEADLINE))?;
         let reader = BufReader::new(stream.try_clone()?);
@@ -402,6 +415,20 @@ pub fn as_nobody(program: &Path) -> Command {
     cmd
 }
 
+/// For a test that runs `program` as `nobody` (see [`as_nobody`]): a temp dir `nobody` can
+/// enter, holding a copy of `program` `nobody` can run (the target dir may be private to
+/// root). `None`, and the test skips, when not root or without setpriv.
+pub fn runnable_by_nobody(program: &Path) -> Option<(TempDir, PathBuf)> {
+    if !is_root() || !have_tool("setpriv", "apt-get install -y util-linux") {
+        return None;
+    }
+    let dir = temp_dir();
+    std::fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).expect("chmod 755");
+    let copy = dir.path().join(program.file_name().expect("a program's file name"));
+    std::fs::copy(program, &copy).expect("copy the program");
+    Some((dir, copy))
+}
+
 /// A fake server at `<dir>/fake.sock` that accepts one client and hands the connection to
 /// `conversation` on its own thread: a server that misbehaves on purpose. Join the handle to
 /// see its panics.
@@ -413,6 +440,26 @@ pub fn fake_server(
     let listener = UnixListener::bind(&path).expect("bind");
     let fake = thread::spawn(move || conversation(listener.accept().expect("accept").0));
     (path, fake)
+}
+
+/// An abstract name (without its `@`) that no other test uses, in this process or another
+/// test binary running at the same time: the namespace is shared by the whole machine.
+pub fn abstract_name(label: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("uds-test-{}-{n}-{label}", std::process::id())
+}
+
+/// The abstract names (without `@`) that /proc/net/unix lists: every socket bound to one.
+pub fn listed_abstract_names() -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/unix").expect("read /proc/net/unix");
+    // Columns: Num RefCount Protocol Flags Type St Inode Path; the path is `@name` for an
+    // abstract name (its NUL bytes shown as `@` too).
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(7)?.strip_prefix('@').map(str::to_owned))
+        .collect()
 }
 
 /// Wait (with [`DEADLINE`]) until `condition` holds; panics with `what` when it never does.

@@ -1,0 +1,172 @@
+//! lesson06: what the server and the client agree on — where the socket lives (a file, or a
+//! name in Linux's abstract namespace), and how to `connect` and wait without waiting forever.
+//!
+//! The binaries are the lesson: `src/bin/server.rs` and `src/bin/client.rs`.
+
+use std::ffi::OsString;
+use std::io::{self, ErrorKind};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::path::PathBuf;
+use std::time::Duration;
+use std::{env, fmt};
+
+use rustix::net::sockopt::{Timeout, set_socket_timeout};
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+/// The file name of this lesson's socket inside [`default_socket_dir`].
+pub const SOCKET_NAME: &str = "lesson06.sock";
+
+// ANCHOR: default_dir
+/// `$XDG_RUNTIME_DIR/uds-course`, else `<temp dir>/uds-course-<uid>`.
+///
+/// `$XDG_RUNTIME_DIR` (usually `/run/user/<uid>`) is private to the user and emptied at logout:
+/// the place sockets belong. Without it, the uid in the name keeps users of a shared `/tmp`
+/// out of each other's way. Only the server creates the directory.
+pub fn default_socket_dir() -> PathBuf {
+    match env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(runtime) if runtime.is_absolute() => runtime.join("uds-course"),
+        _ => env::temp_dir().join(format!("uds-course-{}", rustix::process::getuid().as_raw())),
+    }
+}
+// ANCHOR_END: default_dir
+
+// ANCHOR: address
+/// Where a server listens and a client connects: a socket file, or a name in Linux's abstract
+/// namespace, written `@name`.
+#[derive(Clone, Debug)]
+pub enum Address {
+    /// A socket file: it has an owner and a mode, and outlives the server unless removed.
+    File(PathBuf),
+    /// A name the kernel keeps while a socket is bound to it. No file: nothing in any
+    /// directory, no mode, nothing left behind. The bytes after `@` (no NUL is added).
+    Abstract(Vec<u8>),
+}
+
+impl Address {
+    /// clap's parser for PATH: `@name` is the abstract name `name`; anything else is a path.
+    /// A file whose name starts with `@` is written `./@name`.
+    pub fn parse(text: OsString) -> Result<Address, String> {
+        match text.as_bytes().strip_prefix(b"@") {
+            Some([]) => Err("`@` needs a name after it, like `@lesson06`".to_owned()),
+            Some(name) => Ok(Address::Abstract(name.to_vec())),
+            None => Ok(Address::File(PathBuf::from(text))),
+        }
+    }
+
+    /// The address as std takes it, for `UnixListener::bind_addr`. std checks the length:
+    /// a path, or a name, too long for `sun_path` (108 bytes) fails here, before `bind`.
+    pub fn socket_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Address::File(path) => SocketAddr::from_pathname(path),
+            #[cfg(target_os = "linux")]
+            Address::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                SocketAddr::from_abstract_name(name)
+            }
+            #[cfg(not(target_os = "linux"))]
+            Address::Abstract(_) => Err(linux_only("an abstract name (@name)")),
+        }
+    }
+}
+
+/// The address as the server's messages and `listening on` show it: the path, or `@name`.
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::File(path) => path.display().fmt(f),
+            Address::Abstract(name) => write!(f, "@{}", name.escape_ascii()),
+        }
+    }
+}
+
+// ANCHOR_END: address
+
+// ANCHOR: linux_only
+/// Who is at the other end of a connection, as the kernel recorded it when the peer called
+/// `connect`.
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: i32,
+}
+
+/// SO_PEERCRED, through rustix (std's `peer_cred` is unstable).
+#[cfg(target_os = "linux")]
+pub fn peer_credentials(stream: &UnixStream) -> io::Result<Peer> {
+    let peer = rustix::net::sockopt::socket_peercred(stream)?;
+    let (uid, gid, pid) = (peer.uid.as_raw(), peer.gid.as_raw(), peer.pid.as_raw_nonzero());
+    Ok(Peer { uid, gid, pid: pid.get() })
+}
+
+/// macOS and the BSDs have no SO_PEERCRED (they have getpeereid(3), without the pid), and no
+/// abstract namespace: the lesson compiles there, and says why it cannot run.
+#[cfg(not(target_os = "linux"))]
+pub fn peer_credentials(_stream: &UnixStream) -> io::Result<Peer> {
+    Err(linux_only("SO_PEERCRED"))
+}
+
+/// The error for a Linux feature used elsewhere.
+pub fn linux_only(feature: &str) -> io::Error {
+    let message = format!("{feature} is a Linux feature; this lesson runs on Linux only");
+    io::Error::new(ErrorKind::Unsupported, message)
+}
+// ANCHOR_END: linux_only
+
+// ANCHOR: bounded_connect
+/// `connect` to `address`, giving up after `timeout` with a `timed out` error.
+/// The timeout stays set on the stream as its send timeout: it bounds every write too.
+///
+/// `UnixStream::connect` can wait forever: while a server's accept queue (its backlog) is full,
+/// `connect` sleeps until the server accepts someone, and a hung server never does. std has no
+/// `connect_timeout` for Unix sockets. The recipe that works for TCP — a non-blocking
+/// `connect`, then poll(2) until the socket is writable — does not work here: on Linux a
+/// non-blocking `connect` to a full Unix listener fails at once with EAGAIN and leaves nothing
+/// in progress (a second try fails the same way), and poll reports the unconnected socket
+/// writable straight away. What works is the kernel's own wait with a bound: a blocking socket
+/// whose send timeout (SO_SNDTIMEO) is set *before* `connect`. Then `connect` sleeps until the
+/// server makes room or the timeout passes, and fails with EAGAIN.
+pub fn connect_within(address: &Address, timeout: Duration) -> io::Result<UnixStream> {
+    // std's own check of the address first, so that a path too long for `sun_path` is reported
+    // as `UnixStream::connect` reports it: "path must be shorter than SUN_LEN".
+    address.socket_addr()?;
+    let address = match address {
+        Address::File(path) => SocketAddrUnix::new(path.as_path())?,
+        #[cfg(target_os = "linux")]
+        Address::Abstract(name) => SocketAddrUnix::new_abstract_name(name)?,
+        #[cfg(not(target_os = "linux"))]
+        Address::Abstract(_) => return Err(linux_only("an abstract name (@name)")),
+    };
+    let socket = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    set_socket_timeout(&socket, Timeout::Send, Some(timeout))?;
+    rustix::net::connect(&socket, &address).map_err(|errno| timed_out(errno.into()))?;
+    Ok(UnixStream::from(socket))
+}
+
+/// Say `timed out` when a socket timeout expired. std reports it as WouldBlock (EAGAIN,
+/// "Resource temporarily unavailable"), which reads like a bug in the program; on a blocking
+/// socket EAGAIN means exactly that the timeout passed.
+pub fn timed_out(err: io::Error) -> io::Error {
+    match err.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            io::Error::new(ErrorKind::TimedOut, "timed out")
+        }
+        _ => err,
+    }
+}
+// ANCHOR_END: bounded_connect
+
+/// clap's parser for a timeout in milliseconds: at least 1. A zero timeout means "no timeout"
+/// to the kernel, and std refuses to set one, so 0 is a usage error rather than a surprise.
+pub fn parse_timeout_ms(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("a timeout of 0 ms is not a timeout; use 1 or more".to_owned()),
+        Ok(ms) => Ok(ms),
+        Err(_) => Err(format!("`{text}` is not a number of milliseconds")),
+    }
+}

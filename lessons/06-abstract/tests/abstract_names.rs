@@ -1,0 +1,230 @@
+//! lesson06's one idea: `@name` binds a name in Linux's abstract namespace. No file is
+//! created; the kernel lists the name (/proc/net/unix, `ss -xl`) while the socket is open and
+//! drops it when the server exits, however it exits; the name is first come, first served;
+//! and with no file mode to keep strangers out, the peer-credential check is the lock.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::Path;
+use std::process::Command;
+
+use assert_cmd::cargo::cargo_bin;
+use rustix::process::Signal;
+use uds_test_support::{
+    Conn, Server, abstract_name, as_nobody, have_tool, listed_abstract_names, runnable_by_nobody,
+    temp_dir, wait_until,
+};
+
+fn server() -> &'static Path {
+    cargo_bin!("lesson06-server")
+}
+
+fn client() -> &'static Path {
+    cargo_bin!("lesson06-client")
+}
+
+/// Start the server on `@name`, in `cwd`, with `args` after the name.
+fn start_in(cwd: &Path, name: &str, args: &[&str]) -> Server {
+    let at = format!("@{name}");
+    let mut cmd = Command::new(server());
+    cmd.current_dir(cwd).arg(&at).args(args);
+    Server::start_cmd(cmd, Path::new(&at))
+}
+
+fn start(name: &str) -> Server {
+    start_in(&std::env::temp_dir(), name, &[])
+}
+
+fn is_listed(name: &str) -> bool {
+    listed_abstract_names().iter().any(|listed| listed == name)
+}
+
+#[test]
+fn no_file_is_created() {
+    let dir = temp_dir();
+    let name = abstract_name("no-file");
+    let server = start_in(dir.path(), &name, &[]);
+    let mut conn = Conn::try_connect_abstract(&name).expect("connect to the name");
+    assert_eq!(conn.ask("no file"), "NO FILE\n");
+    drop(conn);
+    let entries: Vec<_> = fs::read_dir(dir.path()).expect("read the dir").collect();
+    assert!(entries.is_empty(), "the server created files in its directory: {entries:?}");
+    server.signal(Signal::TERM);
+    let (status, output) = server.finish();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(!output.contains("removed"), "there was no file to remove:\n{output}");
+}
+
+#[test]
+fn a_file_named_with_an_at_is_written_dot_slash_at() {
+    let dir = temp_dir();
+    let file = dir.path().join("@not-abstract");
+    let mut cmd = Command::new(server());
+    cmd.current_dir(dir.path()).arg("./@not-abstract");
+    let mut server = Server::start_cmd(cmd, Path::new("./@not-abstract"));
+    assert!(fs::symlink_metadata(&file).is_ok(), "./@name must create the file {file:?}");
+    assert_eq!(Conn::connect(&file).ask("a file"), "A FILE\n");
+    server.signal(Signal::TERM);
+    let (status, output) = server.finish();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(!file.exists(), "the file must be removed on exit, as in lesson 05:\n{output}");
+}
+
+#[test]
+fn the_name_shows_in_proc_net_unix_with_an_at() {
+    let name = abstract_name("listed");
+    assert!(!is_listed(&name), "@{name} is listed before any server started");
+    let _server = start(&name);
+    assert!(is_listed(&name), "@{name} is not in /proc/net/unix");
+}
+
+#[test]
+fn the_name_shows_in_ss_with_an_at() {
+    if !have_tool("ss", "apt-get install -y iproute2") {
+        return;
+    }
+    let name = abstract_name("ss");
+    let _server = start(&name);
+    // -x Unix sockets, -l listening ones, -H no header.
+    let out = Command::new("ss").args(["-xlH"]).output().expect("run ss -xlH");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let found = table.lines().any(|line| line.split_whitespace().any(|f| f == format!("@{name}")));
+    assert!(found, "@{name} is not in `ss -xl`:\n{table}");
+}
+
+#[test]
+fn the_name_is_gone_when_the_server_exits() {
+    let name = abstract_name("exit");
+    let mut server = start(&name);
+    server.signal(Signal::TERM);
+    assert_eq!(server.wait_exit().code(), Some(0), "{}", server.output());
+    assert_name_is_free(&name);
+}
+
+#[test]
+fn the_name_is_gone_after_sigkill_and_a_new_server_binds_it_at_once() {
+    let name = abstract_name("kill");
+    let mut server = start(&name);
+    server.signal(Signal::KILL);
+    server.wait_exit();
+    assert_name_is_free(&name);
+    // What lesson 02 had to probe for with a file: here there is nothing stale to remove.
+    let mut again = start(&name);
+    assert_eq!(Conn::try_connect_abstract(&name).expect("connect").ask("again"), "AGAIN\n");
+    again.signal(Signal::TERM);
+    assert_eq!(again.wait_exit().code(), Some(0), "{}", again.output());
+}
+
+/// The kernel drops a name when the last socket bound to it closes; nobody can connect.
+fn assert_name_is_free(name: &str) {
+    wait_until(&format!("@{name} leaves /proc/net/unix"), || !is_listed(name));
+    let err = Conn::try_connect_abstract(name).err().expect("a connect to a free name fails");
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+}
+
+#[test]
+fn a_second_server_on_the_name_fails_clearly_and_the_first_keeps_serving() {
+    let name = abstract_name("twice");
+    let _first = start(&name);
+    let out = Command::new(server()).arg(format!("@{name}")).output().expect("run a second");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "lesson06-server: bind @{name}: Address already in use (os error 98): \
+             a running process holds this name\n"
+        )
+    );
+    let mut conn = Conn::try_connect_abstract(&name).expect("the first server still listens");
+    assert_eq!(conn.ask("still here"), "STILL HERE\n");
+}
+
+#[test]
+fn the_client_connects_to_a_name_and_a_free_name_is_refused() {
+    let name = abstract_name("client");
+    let _server = start(&name);
+    let at = format!("@{name}");
+    let out = Command::new(client()).args([&at, "hello", "abstract"]).output().expect("client");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\nABSTRACT\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // With no file, "nobody listens here" is ECONNREFUSED, never ENOENT.
+    let free = format!("@{}", abstract_name("free"));
+    let out = Command::new(client()).args([&free, "hello"]).output().expect("client");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("lesson06-client: connect {free}: Connection refused (os error 111)\n")
+    );
+}
+
+#[test]
+fn a_mode_or_a_group_for_a_name_is_an_error() {
+    for flag in [["--mode", "0666"], ["--group", "0"]] {
+        let name = abstract_name("mode");
+        let out = Command::new(server())
+            .arg(format!("@{name}"))
+            .args(flag)
+            .output()
+            .expect("run the server");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag:?}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "lesson06-server: bind @{name}: an abstract name has no file, so no mode or group"
+            )),
+            "{flag:?}: {stderr}"
+        );
+        assert!(!is_listed(&name), "{flag:?}: @{name} was bound anyway");
+    }
+}
+
+#[test]
+fn an_at_alone_is_a_usage_error() {
+    let out = Command::new(server()).arg("@").output().expect("run the server");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`@` needs a name after it"), "{stderr}");
+}
+
+#[test]
+fn a_name_too_long_for_sun_path_is_refused_before_bind() {
+    // sun_path holds 108 bytes; an abstract name uses them all but the leading NUL.
+    let name = "n".repeat(108);
+    let out = Command::new(server()).arg(format!("@{name}")).output().expect("run the server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with(&format!("lesson06-server: bind @{name}: ")), "{stderr}");
+    assert!(stderr.contains("shorter than SUN_LEN"), "{stderr}");
+}
+
+// ---- the credential check is the lock ----
+
+/// `nobody` reaches an abstract name (no file mode stands in the way) and is refused by the
+/// credential check, with the uid error line and exit 1; the server keeps serving.
+#[test]
+fn nobody_reaches_the_name_and_is_refused_by_the_credential_check() {
+    let Some((_dir, bin)) = runnable_by_nobody(client()) else { return };
+    let name = abstract_name("nobody");
+    let mut server = start(&name);
+    let out = as_nobody(&bin).args([format!("@{name}"), "let me in".into()]).output();
+    let out = out.expect("run the client as nobody");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "error: uid 65534 is not allowed\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    server.wait_for_line_containing("refused uid 65534");
+    let mut conn = Conn::try_connect_abstract(&name).expect("connect as ourselves");
+    assert_eq!(conn.ask("still serving"), "STILL SERVING\n");
+}
+
+#[test]
+fn allow_uid_lets_nobody_in_to_a_name() {
+    let Some((_dir, bin)) = runnable_by_nobody(client()) else { return };
+    let name = abstract_name("allowed");
+    let _server = start_in(&std::env::temp_dir(), &name, &["--allow-uid", "65534"]);
+    let out = as_nobody(&bin).args([format!("@{name}"), "hello".into()]).output();
+    let out = out.expect("run the client as nobody");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -79,7 +79,6 @@ impl fmt::Display for Address {
         }
     }
 }
-
 // ANCHOR_END: address
 
 // ANCHOR: linux_only

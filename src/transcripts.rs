@@ -5,7 +5,8 @@
 //! reader would type them. Its blocks: `shell.txt`, the commands typed in one terminal and
 //! what they printed; then one file per program left running in another terminal (a server,
 //! an interactive client) — never interleaved (CONTRACT.md "Transcripts"). Every lesson also
-//! gets `lesson-NN.txt` (`lesson N`) and every step `diff-AA-BB.txt` (`diff A B`).
+//! gets `lesson-NN.txt` (`lesson N`) and every step `diff-AA-BB.txt` (`diff A B`). A program
+//! scene is Rust code that writes its files itself (the error catalogue, `errors.rs`).
 //!
 //! What varies between runs and machines is redacted by snapbox: `[TMP]` (the temp dir),
 //! `[PID]`, our own `uid [UID]` and `gid [GID]`, and in `ls -l` lines `[USER]`, `[GROUP]` and
@@ -32,6 +33,10 @@ use crate::child::{self, Child, Event};
 use crate::lessons::{self, Lesson};
 use crate::{diff, run};
 
+// Declared here, not in main.rs: the error catalogue is one of the transcripts' programs.
+#[path = "errors.rs"]
+mod errors;
+
 /// Where the book includes them from.
 const DIR: &str = "book/transcripts";
 /// How long one command, or one wait for a line, may take.
@@ -57,10 +62,24 @@ enum Play {
     Diff(Lesson, Lesson),
     /// A terminal session, into `NAME/shell.txt` and `NAME/<label>.txt` per program started.
     Session(Script),
+    /// Rust code that makes its files itself, into `NAME/<file>`.
+    Program(Program),
 }
 
 /// What a session scene does, step by step.
 type Script = fn(&mut Session) -> anyhow::Result<()>;
+
+/// A program scene: the files it made (relative to the scene's directory) and their text.
+type Program = fn(&Stage) -> anyhow::Result<Vec<(PathBuf, String)>>;
+
+/// Where a program scene runs.
+struct Stage<'a> {
+    /// A private temp dir, redacted as `[TMP]` in what the program returns.
+    dir: &'a Path,
+    /// The lesson binaries.
+    bins: &'a Path,
+    interrupted: &'a AtomicBool,
+}
 
 /// The scenes the book's chapters show, beside every lesson's `lesson-NN` and `diff-AA-BB`.
 const SESSIONS: &[(&str, &[Tool], Script)] = &[
@@ -70,7 +89,22 @@ const SESSIONS: &[(&str, &[Tool], Script)] = &[
     ("graceful-shutdown", &[], graceful_shutdown),
     ("permissions", &[ROOT], permissions),
     ("deadlines", &[PYTHON], deadlines),
+    ("abstract", &[ROOT, SOCAT, PYTHON], abstract_name),
+    ("inspecting", &[SS, LSOF], inspecting),
+    ("errors/eaddrinuse", &[], eaddrinuse),
+    ("errors/econnrefused", &[PYTHON], econnrefused),
+    ("errors/enoent", &[], enoent),
+    ("errors/eacces", &[ROOT], eacces),
+    ("errors/enxio", &[PYTHON], enxio),
+    ("errors/epipe", &[], epipe),
+    ("errors/econnreset", &[PYTHON], econnreset),
+    ("errors/eprototype", &[NETCAT], eprototype),
+    ("errors/eagain", &[PYTHON, STRACE], eagain),
+    ("errors/sun-len", &[], sun_len),
 ];
+
+/// The scenes that are Rust code: background/errors.md's table.
+const PROGRAMS: &[(&str, &[Tool], Program)] = &[("errors", &[NOBODY_IF_ROOT], errors::catalogue)];
 
 fn scenes() -> anyhow::Result<Vec<Scene>> {
     let mut scenes = Vec::new();
@@ -86,6 +120,9 @@ fn scenes() -> anyhow::Result<Vec<Scene>> {
     }
     for &(name, needs, session) in SESSIONS {
         scenes.push(Scene { name: name.to_owned(), needs, play: Play::Session(session) });
+    }
+    for &(name, needs, program) in PROGRAMS {
+        scenes.push(Scene { name: name.to_owned(), needs, play: Play::Program(program) });
     }
     Ok(scenes)
 }
@@ -175,7 +212,23 @@ fn play(
             session(&mut s).with_context(|| format!("scene {}", scene.name))?;
             s.finish(Path::new(&scene.name))
         }
+        Play::Program(program) => {
+            let temp_dir = temp_dir()?;
+            let stage = Stage { dir: temp_dir.path(), bins: &bins.path, interrupted };
+            let files = program(&stage).with_context(|| format!("scene {}", scene.name))?;
+            let redactions = redactions(temp_dir.path())?;
+            let dir = Path::new(&scene.name);
+            Ok(files
+                .into_iter()
+                .map(|(file, text)| (dir.join(file), redactions.redact(&text)))
+                .collect())
+        }
     }
+}
+
+/// A fresh private directory for one scene.
+fn temp_dir() -> anyhow::Result<TempDir> {
+    tempfile::Builder::new().prefix("uds-course-").tempdir().context("create a temp dir")
 }
 
 // ---- the sessions ---------------------------------------------------------------------------
@@ -289,6 +342,116 @@ fn deadlines(s: &mut Session) -> anyhow::Result<()> {
     s.sh(r#"lesson05-client --timeout-ms 500 hung.sock hello || echo "exit status $?""#)
 }
 
+/// lessons/06-abstract.md: a name and no file; the credential check as the lock; first come,
+/// first served; nothing left after SIGKILL.
+fn abstract_name(s: &mut Session) -> anyhow::Result<()> {
+    s.share("lesson06-client")?;
+    let server = s.start("server", "lesson06-server @lesson06", "listening on @lesson06")?;
+    s.sh("ls -l")?;
+    s.sh("lesson06-client @lesson06 hello")?;
+    s.sh("echo hi | socat - ABSTRACT-CONNECT:lesson06")?;
+    s.sh(
+        "python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.connect(\"\\0lesson06\"); \
+         s.sendall(b\"hi\\n\"); s.shutdown(socket.SHUT_WR); print(s.makefile().read(), end=\"\")'",
+    )?;
+    s.sh(&format!(r#"{NOBODY} lesson06-client @lesson06 hello || echo "exit status $?""#))?;
+    s.wait_for(server, "refused uid")?;
+    s.sh(r#"lesson06-server @lesson06 || echo "exit status $?""#)?;
+    s.signal(server, "KILL")?;
+    s.wait_exit(server)?;
+    s.sh(r#"lesson06-client @lesson06 hello || echo "exit status $?""#)?;
+    let again = s.start("server-2", "lesson06-server @lesson06", "listening on @lesson06")?;
+    s.sh("lesson06-client @lesson06 'hello again'")?;
+    s.wait_for(again, "connection 1: closed")
+}
+
+/// background/inspecting.md: a socket file and an abstract name, as ls, stat, ss, lsof and
+/// /proc/net/unix see them; a connection, as ss sees it.
+fn inspecting(s: &mut Session) -> anyhow::Result<()> {
+    let file = s.start("server", "lesson06-server app.sock", "listening on app.sock")?;
+    let name = s.start("server-2", "lesson06-server @lesson06", "listening on @lesson06")?;
+    s.sh("ls -l app.sock")?;
+    s.sh("stat -c '%n: %F, mode %a' app.sock")?;
+    s.sh(r#"test -S app.sock && echo "app.sock is a socket""#)?;
+    // `tr -s ' '` squeezes the padding: the columns' widths change with the numbers in them.
+    s.sh("ss -xlp src app.sock | tr -s ' '")?;
+    s.sh("ss -xlp src @lesson06 | tr -s ' '")?;
+    s.sh("head -1 /proc/net/unix; grep -E ' (app.sock|@lesson06)$' /proc/net/unix")?;
+    let pids = format!("{},{}", s.pid(file), s.pid(name));
+    s.sh(&format!("lsof -U -a -p {pids} | tr -s ' '"))?;
+    let client = s.start_typing("client", "lesson06-client app.sock")?;
+    s.type_line(client, "hello", "HELLO")?;
+    s.sh("ss -xp src app.sock | tr -s ' '")?;
+    s.end_input(client);
+    s.wait_exit(client)?;
+    s.wait_for(file, "connection 1: closed")
+}
+
+// ---- background/errors.md: one scene per error, typed as a reader would meet it ------------
+
+/// Leaves a stale socket file `app.sock`: a program that bound it and exited.
+const STALE: &str = r#"python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind("app.sock")'"#;
+
+fn eaddrinuse(s: &mut Session) -> anyhow::Result<()> {
+    s.start("server", "lesson01-server app.sock", "listening on app.sock")?;
+    s.sh_failing("lesson01-server app.sock")
+}
+
+fn econnrefused(s: &mut Session) -> anyhow::Result<()> {
+    s.sh(STALE)?;
+    s.sh("ls -l app.sock")?;
+    s.sh_failing("lesson01-client app.sock hello")
+}
+
+fn enoent(s: &mut Session) -> anyhow::Result<()> {
+    s.sh_failing("lesson01-client missing.sock hello")?;
+    s.sh_failing("lesson01-server no-such-dir/app.sock")
+}
+
+fn eacces(s: &mut Session) -> anyhow::Result<()> {
+    s.share("lesson01-client")?;
+    s.start("server", "lesson01-server app.sock", "listening on app.sock")?;
+    s.sh("ls -l app.sock")?;
+    s.sh_failing(&format!("{NOBODY} lesson01-client app.sock hello"))
+}
+
+fn enxio(s: &mut Session) -> anyhow::Result<()> {
+    s.sh(STALE)?;
+    s.sh_failing("echo hi > app.sock")
+}
+
+/// A Rust program and a C one, each writing to a pipe whose reader is gone (the sleep lets
+/// `true` exit first).
+fn epipe(s: &mut Session) -> anyhow::Result<()> {
+    s.sh(
+        r#"{ sleep 0.2; lesson01-server app.sock; } | true; echo "exit status ${PIPESTATUS[0]}""#,
+    )?;
+    s.sh(r#"{ sleep 0.2; yes; } | true; echo "exit status ${PIPESTATUS[0]}""#)
+}
+
+/// A server that accepts, gives the client's line time to arrive, and closes without reading it.
+fn econnreset(s: &mut Session) -> anyhow::Result<()> {
+    let rude = r#"python3 -c 'import socket, time; s = socket.socket(socket.AF_UNIX); s.bind("app.sock"); s.listen(); print("listening on app.sock", flush=True); c, _ = s.accept(); time.sleep(0.5); c.close()'"#;
+    s.start("server", rude, "listening on app.sock")?;
+    s.sh_failing("lesson01-client app.sock hello")
+}
+
+fn eprototype(s: &mut Session) -> anyhow::Result<()> {
+    s.start("server", "lesson01-server app.sock", "listening on app.sock")?;
+    s.sh_failing("echo hi | nc -uU app.sock")
+}
+
+/// A server whose accept queue is full: backlog 0, one connection queued and never accepted.
+fn eagain(s: &mut Session) -> anyhow::Result<()> {
+    let full = r#"python3 -c 'import socket, time; s = socket.socket(socket.AF_UNIX); s.bind("app.sock"); s.listen(0); c = socket.socket(socket.AF_UNIX); c.connect("app.sock"); print("listening on app.sock, queue full", flush=True); time.sleep(60)'"#;
+    s.start("server", full, "queue full")?;
+    s.sh_failing("strace -e trace=connect lesson05-client --timeout-ms 500 app.sock hello")
+}
+
+fn sun_len(s: &mut Session) -> anyhow::Result<()> {
+    s.sh_failing(r#"lesson01-server "$(printf 'x%.0s' {1..108})""#)
+}
+
 /// Runs the rest of the line as user `nobody`, group `nogroup` (CONTRACT.md "Tests").
 const NOBODY: &str = "setpriv --reuid=nobody --regid=nogroup --clear-groups";
 
@@ -324,10 +487,7 @@ struct JobId(usize);
 
 impl<'a> Session<'a> {
     fn new(bins: &BinDir, interrupted: &'a AtomicBool) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("uds-course-")
-            .tempdir()
-            .context("create a temp dir")?;
+        let dir = temp_dir()?;
         let shared = dir.path().join(".bin");
         let mut paths = vec![shared.clone(), bins.path.clone()];
         paths.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
@@ -382,6 +542,11 @@ impl<'a> Session<'a> {
         self.shell.push(format!("$ {line}"));
         self.shell.append(&mut child.output);
         Ok(())
+    }
+
+    /// Types `line`, a command expected to fail, and shows its exit status.
+    fn sh_failing(&mut self, line: &str) -> anyhow::Result<()> {
+        self.sh(&format!(r#"{line} || echo "exit status $?""#))
     }
 
     /// Starts `line` (words split on spaces) in a terminal of its own and waits until it prints
@@ -473,8 +638,12 @@ impl<'a> Session<'a> {
 
     /// Sends `job` a signal from the shell: `$ kill -TERM [PID]`.
     fn signal(&mut self, job: JobId, signal: &str) -> anyhow::Result<()> {
-        let pid = self.jobs[job.0].child.id();
-        self.sh(&format!("kill -{signal} {pid}"))
+        self.sh(&format!("kill -{signal} {}", self.pid(job)))
+    }
+
+    /// `job`'s pid, for a command line (the transcript shows `[PID]`).
+    fn pid(&self, job: JobId) -> u32 {
+        self.jobs[job.0].child.id()
     }
 
     /// Waits until `job` has exited, with the rest of its output.
@@ -511,6 +680,17 @@ fn redactions(temp_dir: &Path) -> anyhow::Result<Redactions> {
     redact(&mut redactions, "[GROUP]", &format!(r"{LS_LINE}\S+ +(?<redacted>\S+) "))?;
     let date = r"\S+ +\S+ +\d+ (?<redacted>[A-Z][a-z]{2} [ \d]\d +(\d\d:\d\d|\d{4})) ";
     redact(&mut redactions, "[DATE]", &format!("{LS_LINE}{date}"))?;
+    // The kernel's socket addresses and inode numbers: /proc/net/unix (`Num` and `Inode`),
+    // lsof (`DEVICE`, `NODE`, and its `USER`) and ss (the local and the peer's inode).
+    redact(&mut redactions, "[ADDR]", r"(?m)^(?<redacted>[0-9a-f]{16}): [0-9A-F]{8} ")?;
+    let proc_line = r"(?m)^\S+: [0-9A-F]{8} [0-9A-F]{8} [0-9A-F]{8} [0-9A-F]{4} [0-9A-F]{2} ";
+    redact(&mut redactions, "[INODE]", &format!(r"{proc_line}(?<redacted>\d+)"))?;
+    redact(&mut redactions, "[ADDR]", r"\b(?<redacted>0x[0-9a-f]{16})\b")?;
+    redact(&mut redactions, "[INODE]", r"\b0t0 (?<redacted>\d+) ")?;
+    redact(&mut redactions, "[USER]", r"(?m)^\S+ \S+ (?<redacted>\S+) \d+u unix ")?;
+    let ss_line = r"(?m)^u_\w+ \w+ \d+ \d+ \S+ ";
+    redact(&mut redactions, "[INODE]", &format!(r"{ss_line}(?<redacted>\d+) "))?;
+    redact(&mut redactions, "[INODE]", &format!(r"{ss_line}\d+ \S+ (?<redacted>[1-9]\d*) "))?;
     Ok(redactions)
 }
 
@@ -540,6 +720,11 @@ const ROOT: Tool = Tool {
     probe: r#"[ "$(id -u)" = 0 ] && setpriv --reuid=nobody --regid=nogroup --clear-groups true"#,
     install: "run as root, which may switch to the user nobody; setpriv is in util-linux",
 };
+const NOBODY_IF_ROOT: Tool = Tool {
+    // Root ignores permission bits: as root, EACCES needs another user.
+    probe: r#"[ "$(id -u)" != 0 ] || setpriv --reuid=nobody --regid=nogroup --clear-groups true"#,
+    install: "setpriv is in util-linux",
+};
 const STRACE: Tool = Tool {
     // Installed is not enough: a container may forbid ptrace.
     probe: "strace -o /dev/null true",
@@ -550,6 +735,8 @@ const NETCAT: Tool = Tool {
     probe: "nc -h 2>&1 | grep -q 'OpenBSD netcat'",
     install: "sudo apt-get install netcat-openbsd",
 };
+const SS: Tool = Tool { probe: "ss -V", install: "sudo apt-get install iproute2" };
+const LSOF: Tool = Tool { probe: "lsof -v", install: "sudo apt-get install lsof" };
 const SOCAT: Tool = Tool { probe: "socat -V", install: "sudo apt-get install socat" };
 const PYTHON: Tool = Tool { probe: "python3 -c ''", install: "sudo apt-get install python3" };
 

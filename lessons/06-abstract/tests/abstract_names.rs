@@ -61,7 +61,7 @@ fn a_file_named_with_an_at_is_written_dot_slash_at() {
     let file = dir.path().join("@not-abstract");
     let mut cmd = Command::new(server());
     cmd.current_dir(dir.path()).arg("./@not-abstract");
-    let mut server = Server::start_cmd(cmd, Path::new("./@not-abstract"));
+    let server = Server::start_cmd(cmd, Path::new("./@not-abstract"));
     assert!(fs::symlink_metadata(&file).is_ok(), "./@name must create the file {file:?}");
     assert_eq!(Conn::connect(&file).ask("a file"), "A FILE\n");
     server.signal(Signal::TERM);

@@ -33,8 +33,7 @@ use crate::child::{self, Child, Event};
 use crate::lessons::{self, Lesson};
 use crate::{diff, run};
 
-// Declared here, not in main.rs: the error catalogue is one of the transcripts' programs.
-#[path = "errors.rs"]
+/// The error catalogue: one of the transcripts' programs.
 mod errors;
 
 /// Where the book includes them from.

@@ -40,6 +40,15 @@ diff A B:
 transcripts:
     cargo run -q -- transcripts
 
+# Measure a Unix socket beside TCP, a pipe and a file, and each lesson's server; --quick: seconds
+bench *ARGS:
+    cargo run --release -q -- bench "$@"
+
+# Run the full bench and keep it as the book's recorded run (book/src/measured/); review the diff
+bench-book:
+    cargo run --release -q -- bench
+    mkdir -p book/src/measured && cp target/bench/report.md target/bench/chart.svg book/src/measured/
+
 # Build the book into book/book/ (open book/book/index.html)
 book:
     mdbook build book

@@ -1,10 +1,11 @@
 //! uds-course: the course runner. `list` the lessons, run one with `lesson N`, check its
-//! exercises with `check N`, show what a lesson adds to another with `diff A B`, and
-//! regenerate the book's terminal blocks with `transcripts`.
+//! exercises with `check N`, show what a lesson adds to another with `diff A B`,
+//! regenerate the book's terminal blocks with `transcripts`, and measure with `bench`.
 //!
 //! Run: `cargo run -- list`, `cargo run -- lesson 1`, `cargo run -- check 1`,
-//! `cargo run -- diff 1 2`, `cargo run -- transcripts --check`.
+//! `cargo run -- diff 1 2`, `cargo run -- transcripts --check`, `cargo run --release -- bench`.
 
+mod bench;
 mod cargo;
 mod check;
 mod child;
@@ -14,6 +15,7 @@ mod run;
 mod transcripts;
 
 use std::io;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +60,21 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
+    /// Measure a Unix socket beside TCP, a pipe and a file, and each lesson's server under load
+    Bench {
+        /// A few seconds instead of minutes: the same tables from far fewer round trips and bytes
+        #[arg(long)]
+        quick: bool,
+        /// Print the results as JSON instead of Markdown tables
+        #[arg(long)]
+        json: bool,
+        /// Where to write report.md, report.json and chart.svg [default: the course's target/bench]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// The second process of a `bench` measurement, which `bench` starts itself
+    #[command(hide = true)]
+    BenchPeer(bench::PeerArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +98,8 @@ fn run() -> anyhow::Result<()> {
         Cmd::Check { n, solution } => check::check(n, solution),
         Cmd::Diff { a, b } => diff::diff(a, b),
         Cmd::Transcripts { check } => transcripts::transcripts(check),
+        Cmd::Bench { quick, json, out } => bench::bench(quick, json, out),
+        Cmd::BenchPeer(args) => bench::peer(args),
     }
 }
 

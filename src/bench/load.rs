@@ -1,0 +1,319 @@
+//! Servers under load: the bench's own load client (connect, one line, its reply, close; or
+//! many lines on one connection), against a lean server of its own (Unix and TCP) and against
+//! each lesson's server. Partner: mod.rs, which decides what runs against what.
+
+use std::ffi::OsStr;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+
+use super::Ctx;
+use super::transports::Transport;
+use crate::child::{Child, Event, bail_if_interrupted};
+use crate::lessons::Lesson;
+
+/// What the load client sends, and the reply every lesson's protocol gives it.
+const LINE: &[u8] = b"hello\n";
+const REPLY: &[u8] = b"HELLO\n";
+/// A server that stops answering fails the run after this long instead of hanging it.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a lesson's server may take to print `listening on PATH`.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A lesson server's log has been read to the end once it is quiet for this long.
+const LOG_QUIET: Duration = Duration::from_millis(5);
+/// How often a client looks at the Ctrl-C flag, in connections or lines.
+const CHECK_EVERY: usize = 64;
+
+/// A connected socket of either kind, for code that does not care which.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// Where the load client connects.
+pub enum Target {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl Target {
+    /// `connect`, plus a read timeout so a stuck server fails the run (one `setsockopt`, the
+    /// same for every server). TCP also gets TCP_NODELAY, as in every TCP measurement here.
+    fn connect(&self) -> anyhow::Result<Box<dyn Stream>> {
+        match self {
+            Target::Unix(path) => {
+                let stream = UnixStream::connect(path)
+                    .with_context(|| format!("connect {}", path.display()))?;
+                stream.set_read_timeout(Some(REPLY_TIMEOUT)).context("set a read timeout")?;
+                Ok(Box::new(stream))
+            }
+            Target::Tcp(address) => {
+                let stream =
+                    TcpStream::connect(address).with_context(|| format!("connect {address}"))?;
+                stream.set_nodelay(true).context("set TCP_NODELAY")?;
+                stream.set_read_timeout(Some(REPLY_TIMEOUT)).context("set a read timeout")?;
+                Ok(Box::new(stream))
+            }
+        }
+    }
+}
+
+/// What the load client does, on `clients` threads at once.
+#[derive(Clone, Copy)]
+pub enum Load {
+    /// Connections per second, each one `connect`, a line, its reply, `close`. What it costs:
+    /// creating and tearing down a connected socket pair in the kernel (for TCP, also the
+    /// handshake and teardown packets), plus what the server does per connection (a lesson's
+    /// server spawns a thread for each).
+    Connections,
+    /// Lines per second, each client on one connection sending a line only when the reply to
+    /// the one before has arrived. What it costs: a round trip of the lessons' protocol,
+    /// through the server's reading and writing code.
+    Lines,
+}
+
+impl Load {
+    pub const ALL: [Load; 2] = [Load::Connections, Load::Lines];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Load::Connections => "connections",
+            Load::Lines => "lines",
+        }
+    }
+
+    /// How many connections or lines per second `clients` threads made, `total` among them.
+    pub fn per_second(
+        self,
+        target: &Target,
+        clients: usize,
+        total: usize,
+        interrupted: &AtomicBool,
+    ) -> anyhow::Result<f64> {
+        per_second(clients, total, |each| {
+            let mut reply = Vec::new();
+            match self {
+                Load::Connections => {
+                    repeat(each, interrupted, || exchange(&mut *target.connect()?, &mut reply))
+                }
+                Load::Lines => {
+                    let mut stream = target.connect()?;
+                    repeat(each, interrupted, || exchange(&mut *stream, &mut reply))
+                }
+            }
+        })
+    }
+}
+
+/// Runs `client(each)` on `clients` threads at once, `each` being their share of `total`, and
+/// returns how many per second they did together. The clock includes starting the threads
+/// (tens of µs each): small beside the work they do.
+fn per_second(
+    clients: usize,
+    total: usize,
+    client: impl Fn(usize) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<f64> {
+    let each = total.div_ceil(clients);
+    let start = Instant::now();
+    thread::scope(|scope| {
+        let mut threads = Vec::new();
+        for _ in 0..clients {
+            let spawned = thread::Builder::new().spawn_scoped(scope, || client(each));
+            threads.push(spawned.context("spawn a client thread")?);
+        }
+        for thread in threads {
+            thread.join().map_err(|_| anyhow!("a client thread panicked"))??;
+        }
+        anyhow::Ok(())
+    })?;
+    Ok((each * clients) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// `step`, `times` times, stopping early on Ctrl-C.
+fn repeat(
+    times: usize,
+    interrupted: &AtomicBool,
+    mut step: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for i in 0..times {
+        if i % CHECK_EVERY == 0 {
+            bail_if_interrupted(interrupted)?;
+        }
+        step()?;
+    }
+    Ok(())
+}
+
+/// Writes [`LINE`] and reads the reply line, which must be [`REPLY`].
+fn exchange(stream: &mut dyn Stream, reply: &mut Vec<u8>) -> anyhow::Result<()> {
+    stream.write_all(LINE).context("write a line")?;
+    read_line(stream, reply).context("read the reply")?;
+    if reply != REPLY {
+        bail!("the server replied {:?}, not HELLO", String::from_utf8_lossy(reply));
+    }
+    Ok(())
+}
+
+/// Reads until a newline, without reading past it: only one reply is ever on its way.
+fn read_line(stream: &mut dyn Read, line: &mut Vec<u8>) -> io::Result<()> {
+    line.clear();
+    let mut buf = [0; 128];
+    while line.last() != Some(&b'\n') {
+        match stream.read(&mut buf)? {
+            0 => return Err(io::Error::new(ErrorKind::UnexpectedEof, "closed mid-line")),
+            n => line.extend_from_slice(&buf[..n]),
+        }
+    }
+    Ok(())
+}
+
+/// Connections per second against the bench's lean server over `transport`, in this process.
+///
+/// Lean: `clients` threads started beforehand, each accepting and answering one connection
+/// at a time. No thread is spawned per connection (a spawn costs tens of µs, more than a Unix
+/// connection), so this measures the sockets rather than the server.
+pub fn lean_server(ctx: &Ctx, transport: Transport, clients: usize) -> anyhow::Result<f64> {
+    let (listener, target) = Listener::bind(transport, ctx.sockets)?;
+    let rate = thread::scope(|scope| {
+        let result = (|| {
+            for _ in 0..clients {
+                let spawned = thread::Builder::new().spawn_scoped(scope, || listener.serve());
+                spawned.context("spawn a server thread")?;
+            }
+            let total = ctx.sizes.connections;
+            Load::Connections.per_second(&target, clients, total, ctx.interrupted)
+        })();
+        // Before the scope waits for the server threads: their `accept` must return.
+        listener.shut_down()?;
+        result
+    })?;
+    if let Target::Unix(path) = &target {
+        std::fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
+    }
+    Ok(rate)
+}
+
+/// The lean server's listening socket.
+enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    fn bind(transport: Transport, dir: &Path) -> anyhow::Result<(Listener, Target)> {
+        match transport {
+            Transport::Unix => {
+                let path = dir.join("lean.sock");
+                let listener = UnixListener::bind(&path)
+                    .with_context(|| format!("bind {}", path.display()))?;
+                Ok((Listener::Unix(listener), Target::Unix(path)))
+            }
+            Transport::Tcp => {
+                let listener =
+                    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind 127.0.0.1")?;
+                let address = listener.local_addr().context("the listener's address")?;
+                Ok((Listener::Tcp(listener), Target::Tcp(address)))
+            }
+            Transport::Pipe => bail!("a pipe has no connections"),
+        }
+    }
+
+    fn accept(&self) -> io::Result<Box<dyn Stream>> {
+        Ok(match self {
+            Listener::Unix(listener) => Box::new(listener.accept()?.0),
+            Listener::Tcp(listener) => Box::new(listener.accept()?.0),
+        })
+    }
+
+    /// One server thread: answer one line per connection, then close, until [`shut_down`].
+    /// The server closes first, so TCP's TIME_WAIT (a minute of remembering a closed
+    /// connection) stays on its side and cannot use up the clients' ephemeral ports.
+    ///
+    /// [`shut_down`]: Listener::shut_down
+    fn serve(&self) {
+        let mut line = Vec::new();
+        while let Ok(mut stream) = self.accept() {
+            // A failed connection is its client's to report; the server goes on.
+            if read_line(&mut stream, &mut line).is_ok() {
+                line.make_ascii_uppercase();
+                let _ = stream.write_all(&line);
+            }
+        }
+    }
+
+    /// `shutdown` on a listening socket: Linux then fails every blocked `accept` (EINVAL), so
+    /// the server threads end. Dropping the listener would not wake them.
+    fn shut_down(&self) -> anyhow::Result<()> {
+        rustix::net::shutdown(self.as_fd(), rustix::net::Shutdown::Both)
+            .context("shutdown the lean server's listener")
+    }
+
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Unix(listener) => listener.as_fd(),
+            Listener::Tcp(listener) => listener.as_fd(),
+        }
+    }
+}
+
+/// A lesson's server on a private socket path, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct LessonServer {
+    label: String,
+    target: Target,
+    /// In a mutex only so that [`LessonServer::under_load`] can take `&self`.
+    process: Mutex<Child>,
+}
+
+impl LessonServer {
+    /// Starts `server` on `<dir>/lessonNN.sock`, every option at its default, and waits for
+    /// `listening on PATH`.
+    pub fn start(
+        lesson: &Lesson,
+        server: &Path,
+        dir: &Path,
+        interrupted: &AtomicBool,
+    ) -> anyhow::Result<Self> {
+        let socket = dir.join(format!("{}.sock", lesson.package()));
+        let mut process = Child::spawn(server, &[OsStr::new(&socket)])?;
+        let ready = format!("listening on {}", socket.display());
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match process.next_line(deadline, interrupted)? {
+                Event::Line if process.output.last() == Some(&ready) => break,
+                Event::Line => {}
+                Event::Eof | Event::TimedOut => bail!(
+                    "{} did not print `{ready}` within {READY_TIMEOUT:?}; it printed: {}",
+                    process.name,
+                    process.output.join(" / ")
+                ),
+            }
+        }
+        let label = format!("{} {}", lesson.number, lesson.short_name);
+        Ok(LessonServer { label, target: Target::Unix(socket), process: Mutex::new(process) })
+    }
+
+    /// Runs `load` against this server, then throws away what the server logged meanwhile:
+    /// two lines per connection, which a full run would otherwise pile up by the megabyte.
+    pub fn under_load(
+        &self,
+        load: impl FnOnce(&Target) -> anyhow::Result<f64>,
+        interrupted: &AtomicBool,
+    ) -> anyhow::Result<f64> {
+        let rate = load(&self.target)?;
+        let mut process = self.process.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Event::Line = process.next_line(Instant::now() + LOG_QUIET, interrupted)? {}
+        process.output.clear();
+        Ok(rate)
+    }
+
+    /// `01 listen-accept`: the row's label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}

@@ -6,13 +6,13 @@
 use std::fs;
 use std::io::ErrorKind;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use assert_cmd::cargo::cargo_bin;
 use rustix::process::Signal;
 use uds_test_support::{
-    Conn, Server, abstract_name, as_nobody, have_tool, listed_abstract_names, runnable_by_nobody,
-    temp_dir, wait_until,
+    Conn, DEADLINE, Server, abstract_name, as_nobody, have_tool, listed_abstract_names,
+    runnable_by_nobody, temp_dir, wait_until,
 };
 
 fn server() -> &'static Path {
@@ -33,6 +33,15 @@ fn start_in(cwd: &Path, name: &str, args: &[&str]) -> Server {
 
 fn start(name: &str) -> Server {
     start_in(&std::env::temp_dir(), name, &[])
+}
+
+/// Run `cmd` to its end, killed if it runs longer than [`DEADLINE`] (a server expected to
+/// refuse to start must not hang the test).
+fn run(cmd: &mut Command) -> Output {
+    // Taken out of `cmd` (which callers build with `.arg()` chains): assert_cmd owns it.
+    let cmd = std::mem::replace(cmd, Command::new("true"));
+    let out = assert_cmd::Command::from_std(cmd).timeout(DEADLINE).output();
+    out.unwrap_or_else(|err| panic!("run: {err}"))
 }
 
 fn is_listed(name: &str) -> bool {
@@ -86,7 +95,7 @@ fn the_name_shows_in_ss_with_an_at() {
     let name = abstract_name("ss");
     let _server = start(&name);
     // -x Unix sockets, -l listening ones, -H no header.
-    let out = Command::new("ss").args(["-xlH"]).output().expect("run ss -xlH");
+    let out = run(Command::new("ss").args(["-xlH"]));
     let table = String::from_utf8_lossy(&out.stdout);
     let found = table.lines().any(|line| line.split_whitespace().any(|f| f == format!("@{name}")));
     assert!(found, "@{name} is not in `ss -xl`:\n{table}");
@@ -126,7 +135,7 @@ fn assert_name_is_free(name: &str) {
 fn a_second_server_on_the_name_fails_clearly_and_the_first_keeps_serving() {
     let name = abstract_name("twice");
     let _first = start(&name);
-    let out = Command::new(server()).arg(format!("@{name}")).output().expect("run a second");
+    let out = run(Command::new(server()).arg(format!("@{name}")));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(
@@ -145,13 +154,13 @@ fn the_client_connects_to_a_name_and_a_free_name_is_refused() {
     let name = abstract_name("client");
     let _server = start(&name);
     let at = format!("@{name}");
-    let out = Command::new(client()).args([&at, "hello", "abstract"]).output().expect("client");
+    let out = run(Command::new(client()).args([&at, "hello", "abstract"]));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\nABSTRACT\n");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // With no file, "nobody listens here" is ECONNREFUSED, never ENOENT.
     let free = format!("@{}", abstract_name("free"));
-    let out = Command::new(client()).args([&free, "hello"]).output().expect("client");
+    let out = run(Command::new(client()).args([&free, "hello"]));
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
@@ -163,11 +172,7 @@ fn the_client_connects_to_a_name_and_a_free_name_is_refused() {
 fn a_mode_or_a_group_for_a_name_is_an_error() {
     for flag in [["--mode", "0666"], ["--group", "0"]] {
         let name = abstract_name("mode");
-        let out = Command::new(server())
-            .arg(format!("@{name}"))
-            .args(flag)
-            .output()
-            .expect("run the server");
+        let out = run(Command::new(server()).arg(format!("@{name}")).args(flag));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{flag:?}: {stderr}");
         assert!(
@@ -180,9 +185,10 @@ fn a_mode_or_a_group_for_a_name_is_an_error() {
     }
 }
 
+/// The client's `@` alone: there is no name to connect to. (The server's `@` is exercise 1.)
 #[test]
 fn an_at_alone_is_a_usage_error() {
-    let out = Command::new(server()).arg("@").output().expect("run the server");
+    let out = run(Command::new(client()).args(["@", "hello"]));
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("`@` needs a name after it"), "{stderr}");
@@ -192,7 +198,7 @@ fn an_at_alone_is_a_usage_error() {
 fn a_name_too_long_for_sun_path_is_refused_before_bind() {
     // sun_path holds 108 bytes; an abstract name uses them all but the leading NUL.
     let name = "n".repeat(108);
-    let out = Command::new(server()).arg(format!("@{name}")).output().expect("run the server");
+    let out = run(Command::new(server()).arg(format!("@{name}")));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.starts_with(&format!("lesson06-server: bind @{name}: ")), "{stderr}");
@@ -208,8 +214,7 @@ fn nobody_reaches_the_name_and_is_refused_by_the_credential_check() {
     let Some((_dir, bin)) = runnable_by_nobody(client()) else { return };
     let name = abstract_name("nobody");
     let mut server = start(&name);
-    let out = as_nobody(&bin).args([format!("@{name}"), "let me in".into()]).output();
-    let out = out.expect("run the client as nobody");
+    let out = run(as_nobody(&bin).args([format!("@{name}"), "let me in".into()]));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "error: uid 65534 is not allowed\n");
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
@@ -223,8 +228,7 @@ fn allow_uid_lets_nobody_in_to_a_name() {
     let Some((_dir, bin)) = runnable_by_nobody(client()) else { return };
     let name = abstract_name("allowed");
     let _server = start_in(&std::env::temp_dir(), &name, &["--allow-uid", "65534"]);
-    let out = as_nobody(&bin).args([format!("@{name}"), "hello".into()]).output();
-    let out = out.expect("run the client as nobody");
+    let out = run(as_nobody(&bin).args([format!("@{name}"), "hello".into()]));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\n");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

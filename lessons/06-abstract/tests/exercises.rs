@@ -1,16 +1,16 @@
-//! Exercise checks for lesson 05 (EXERCISES.md). A plain `cargo test` skips them (`#[ignore]`);
-//! `cargo run -- check 5` runs them against your binaries, `--solution` against the reference ones.
+//! Exercise checks for lesson 06 (EXERCISES.md). A plain `cargo test` skips them (`#[ignore]`);
+//! `cargo run -- check 6` runs them against your binaries, `--solution` against the reference ones.
 
 use std::env;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin;
-use uds_test_support::{ChildGuard, DEADLINE, Server, temp_dir};
+use rustix::process::Signal;
+use uds_test_support::{
+    ChildGuard, Conn, DEADLINE, Server, abstract_name, listed_abstract_names, temp_dir, wait_until,
+};
 
 /// The server under test: `UDS_SERVER` (an absolute path), else this lesson's own.
 fn server() -> PathBuf {
@@ -26,43 +26,28 @@ fn client() -> PathBuf {
         .unwrap_or_else(|| cargo_bin!("lesson06-client").to_owned())
 }
 
-/// How much later than its timeout something may happen on a loaded machine and still count
-/// as "at the timeout".
-const SLACK: Duration = Duration::from_secs(2);
-
-/// Start the server under test on `path` with `extra` flags after the path.
-fn start(path: &Path, extra: &[&str]) -> Server {
-    let mut args = vec![path.to_str().expect("a UTF-8 temp path")];
-    args.extend(extra);
-    Server::start(&server(), path, &args)
+/// Does /proc/net/unix list a socket bound to the abstract name `name` (without its `@`)?
+fn is_listed(name: &str) -> bool {
+    listed_abstract_names().iter().any(|listed| listed == name)
 }
 
-/// A connection of the test's own, with a deadline on every read and write.
-fn connect(path: &Path) -> UnixStream {
-    let stream = UnixStream::connect(path).expect("connect");
-    stream.set_read_timeout(Some(DEADLINE)).expect("set a read timeout");
-    stream.set_write_timeout(Some(DEADLINE)).expect("set a write timeout");
-    stream
-}
-
-/// Start the client under test on `path` with `args`, its stdout piped; it runs on its own.
-fn spawn_client(path: &Path, args: &[&str]) -> ChildGuard {
+/// Run the client under test with `args` and no stdin; wait (with [`DEADLINE`]) for it to
+/// exit. Its exit code, stdout and stderr. `XDG_RUNTIME_DIR` is an empty private directory,
+/// so a client that tried its default socket would fail.
+fn run_client(args: &[&str]) -> (Option<i32>, String, String) {
+    let runtime = temp_dir();
     let child = Command::new(client())
-        .arg(path)
         .args(args)
+        .env("XDG_RUNTIME_DIR", runtime.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the client");
-    ChildGuard(child)
-}
-
-/// Wait up to `limit` for the client to exit; its exit code, stdout and stderr.
-fn finish(mut child: ChildGuard, limit: Duration) -> (Option<i32>, String, String) {
+    let mut child = ChildGuard(child);
     let status = child
-        .wait_within(limit)
-        .unwrap_or_else(|| panic!("the client was still running after {limit:?}"));
+        .wait_within(DEADLINE)
+        .unwrap_or_else(|| panic!("the client {args:?} was still running after {DEADLINE:?}"));
     let read = |pipe: &mut dyn Read| {
         let mut text = String::new();
         pipe.read_to_string(&mut text).expect("read the client's output");
@@ -73,119 +58,132 @@ fn finish(mut child: ChildGuard, limit: Duration) -> (Option<i32>, String, Strin
     (status.code(), stdout, stderr)
 }
 
-// Exercise 1: a maximum age for every connection.
+// Exercise 1: let the kernel choose the name.
 
-/// A connection that sends a line every 100 ms is never idle (300 ms), yet at
-/// `--max-connection-ms 500` it is answered `error: connection older than 500 ms` and closed;
-/// every line before that was answered.
-#[test]
-#[ignore = "exercise: cargo run -- check 5"]
-fn ex1_a_busy_connection_is_closed_at_its_maximum_age() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson06.sock");
-    let mut server = start(&path, &["--idle-timeout-ms", "300", "--max-connection-ms", "500"]);
-    let started = Instant::now();
-    let busy = connect(&path);
-    let mut replies = BufReader::new(&busy);
-    let mut reply = String::new();
-    for i in 0.. {
-        (&busy).write_all(format!("ping {i}\n").as_bytes()).expect("send a line");
-        reply.clear();
-        replies.read_line(&mut reply).expect("read a reply");
-        if reply.starts_with("error: ") {
-            break;
-        }
-        assert_eq!(reply, format!("PING {i}\n"));
-        assert!(started.elapsed() < Duration::from_millis(500) + SLACK, "never closed");
-        thread::sleep(Duration::from_millis(100));
-    }
-    let elapsed = started.elapsed();
-    assert_eq!(reply, "error: connection older than 500 ms\n");
-    assert!(elapsed >= Duration::from_millis(500), "closed after {elapsed:?}, before 500 ms");
-    let mut rest = Vec::new();
-    replies.read_to_end(&mut rest).expect("read to EOF");
-    assert!(rest.is_empty(), "more after the error line: {rest:?}");
-    server.wait_for_line("lesson06-server: connection 1: connection older than 500 ms; closed");
-}
-
-/// Both limits hold at once, and the earlier decides: a silent connection is still closed by
-/// the idle timeout (200 ms) long before its maximum age (a minute).
-#[test]
-#[ignore = "exercise: cargo run -- check 5"]
-fn ex1_a_silent_connection_is_still_closed_by_the_idle_timeout() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson06.sock");
-    let _server = start(&path, &["--idle-timeout-ms", "200", "--max-connection-ms", "60000"]);
-    let started = Instant::now();
-    let silent = connect(&path);
-    let mut reply = String::new();
-    BufReader::new(&silent).read_line(&mut reply).expect("read the error line");
-    assert_eq!(reply, "error: no complete line in 200 ms\n");
-    assert!(started.elapsed() < Duration::from_millis(200) + SLACK, "{:?}", started.elapsed());
-}
-
-// Exercise 2: the client waits for a server to come up.
-
-/// Started before its server, the client with `--retry-ms` keeps trying (ENOENT: no socket
-/// file yet) and is served once the server is up.
-#[test]
-#[ignore = "exercise: cargo run -- check 5"]
-fn ex2_the_client_waits_for_a_server_that_starts_late() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson06.sock");
-    // The retry period is only an upper bound here: the server is up within a second.
-    let child = spawn_client(&path, &["--retry-ms", "10000", "hello"]);
-    thread::sleep(Duration::from_millis(300));
-    let _server = start(&path, &[]);
-    assert_eq!(finish(child, DEADLINE), (Some(0), "HELLO\n".to_owned(), String::new()));
-}
-
-/// A stale socket file (ECONNREFUSED) is retried too, as while a server restarts: the
-/// server removes it on start (lesson 02) and the client gets through.
-#[test]
-#[ignore = "exercise: cargo run -- check 5"]
-fn ex2_a_stale_socket_file_is_retried_until_the_server_is_back() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson06.sock");
-    drop(UnixListener::bind(&path).expect("bind")); // closing a listener leaves its file
-    let child = spawn_client(&path, &["--retry-ms", "10000", "back"]);
-    thread::sleep(Duration::from_millis(300));
-    let _server = start(&path, &[]);
-    assert_eq!(finish(child, DEADLINE), (Some(0), "BACK\n".to_owned(), String::new()));
-}
-
-/// When nobody comes, the client gives up after `--retry-ms` with the last error, as the
-/// lesson's client reports it at once.
-#[test]
-#[ignore = "exercise: cargo run -- check 5"]
-fn ex2_the_client_gives_up_after_retry_ms_with_the_last_error() {
-    let dir = temp_dir();
-    let path = dir.path().join("lesson06.sock");
-    let started = Instant::now();
-    let child = spawn_client(&path, &["--retry-ms", "300", "anyone?"]);
-    let outcome = finish(child, DEADLINE);
-    let elapsed = started.elapsed();
-    let error = format!(
-        "lesson06-client: connect {}: No such file or directory (os error 2)\n",
-        path.display()
+/// Start the server under test with `@` alone; returns it and the name it says it chose
+/// (without the `@`), once it listens.
+fn start_autobound() -> (Server, String) {
+    let mut cmd = Command::new(server());
+    cmd.arg("@");
+    // Readiness is `listening on @XXXXX`, a name only the server knows: wait for the prefix.
+    let mut server = Server::spawn_cmd(cmd, Path::new("@"));
+    let line = server.wait_for(|line| line.starts_with("listening on "), "listening on @XXXXX");
+    let name = line.strip_prefix("listening on @").unwrap_or_default().to_owned();
+    let hex = |byte: u8| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte);
+    assert!(
+        name.len() == 5 && name.bytes().all(hex),
+        "`@` alone must print `listening on @` and the kernel's name, five hex digits \
+         (^listening on @[0-9a-f]{{5}}$); it printed {line:?}"
     );
-    assert_eq!(outcome, (Some(1), String::new(), error));
-    assert!(elapsed >= Duration::from_millis(300), "gave up after {elapsed:?}, before 300 ms");
-    assert!(elapsed < Duration::from_millis(300) + SLACK, "gave up after {elapsed:?}");
+    (server, name)
 }
 
-/// An error that waiting cannot fix is not retried: a path too long for a socket address
-/// fails at once, even with a minute to retry.
+/// `@` alone makes the kernel choose the name (autobind): the server prints it, the kernel
+/// lists it, a client reaches the server by it, and it is gone when the server exits.
 #[test]
-#[ignore = "exercise: cargo run -- check 5"]
-fn ex2_errors_that_waiting_cannot_fix_are_not_retried() {
+#[ignore = "exercise: cargo run -- check 6"]
+fn ex1_an_at_alone_listens_on_a_name_the_kernel_chose() {
+    let (server, name) = start_autobound();
+    assert!(is_listed(&name), "@{name} is not in /proc/net/unix");
+    let at = format!("@{name}");
+    let (code, stdout, stderr) = run_client(&[&at, "hello", "autobind"]);
+    assert_eq!((code, stdout.as_str()), (Some(0), "HELLO\nAUTOBIND\n"), "client: {stderr}");
+    let mut conn = Conn::try_connect_abstract(&name).expect("connect to the name");
+    assert_eq!(conn.ask("again"), "AGAIN\n");
+    drop(conn);
+    server.signal(Signal::TERM);
+    let (status, output) = server.finish();
+    assert_eq!(status.code(), Some(0), "{output}");
+    wait_until(&format!("@{name} leaves /proc/net/unix"), || !is_listed(&name));
+}
+
+/// Each autobind gets a name of its own: two servers started with `@` never collide.
+#[test]
+#[ignore = "exercise: cargo run -- check 6"]
+fn ex1_two_servers_started_with_an_at_alone_get_different_names() {
+    let (_first, first) = start_autobound();
+    let (_second, second) = start_autobound();
+    assert_ne!(first, second, "two servers were given the same name");
+    for name in [&first, &second] {
+        let mut conn = Conn::try_connect_abstract(name).expect("connect to each name");
+        assert_eq!(conn.ask("mine"), "MINE\n", "@{name}");
+    }
+}
+
+/// Solving the exercise changes nothing else: `@name` still binds exactly that name.
+#[test]
+#[ignore = "exercise: cargo run -- check 6"]
+fn ex1_a_named_server_still_binds_its_own_name() {
+    let name = abstract_name("named");
+    let at = format!("@{name}");
+    let _server = Server::start(&server(), Path::new(&at), &[&at]);
+    assert!(is_listed(&name), "@{name} is not in /proc/net/unix");
+    let mut conn = Conn::try_connect_abstract(&name).expect("connect to the name");
+    assert_eq!(conn.ask("named"), "NAMED\n");
+}
+
+// Exercise 2: list the names that are listening.
+
+/// Start the server under test on the abstract name `name`.
+fn start_named(name: &str) -> Server {
+    let at = format!("@{name}");
+    Server::start(&server(), Path::new(&at), &[&at])
+}
+
+/// `lesson06-client --list`: exit 0, nothing on stderr; its lines.
+fn list() -> Vec<String> {
+    let (code, stdout, stderr) = run_client(&["--list"]);
+    assert_eq!(code, Some(0), "--list must exit 0; stderr: {stderr}");
+    assert_eq!(stderr, "", "--list wrote to stderr");
+    stdout.lines().map(str::to_owned).collect()
+}
+
+/// `--list` prints each listening abstract name once, as `@name`, sorted: a name with an open
+/// connection (whose accepted socket carries the same name) is not listed twice, and a socket
+/// file is not listed at all. It connects to nothing: there is no default socket to reach.
+#[test]
+#[ignore = "exercise: cargo run -- check 6"]
+fn ex2_list_prints_each_listening_name_once_sorted() {
+    let (a, b) = (abstract_name("list-a"), abstract_name("list-b"));
+    let _server_a = start_named(&a);
+    let _server_b = start_named(&b);
     let dir = temp_dir();
-    let base = dir.path().as_os_str().len() + 1;
-    let path = dir.path().join("s".repeat(108 - base));
-    let child = spawn_client(&path, &["--retry-ms", "60000", "hi"]);
-    // A client that retries this would still be trying: the limit turns that into a failure.
-    let outcome = finish(child, SLACK);
-    let error =
-        format!("lesson06-client: connect {}: path must be shorter than SUN_LEN\n", path.display());
-    assert_eq!(outcome, (Some(1), String::new(), error));
+    let file = dir.path().join("lesson06.sock");
+    let _file_server = Server::start_at(&server(), &file);
+    // An accepted connection is a second socket under the name @a, not a listener.
+    let mut conn = Conn::try_connect_abstract(&a).expect("connect to @a");
+    assert_eq!(conn.ask("connected"), "CONNECTED\n");
+
+    let lines = list();
+    for name in [&a, &b] {
+        let at = format!("@{name}");
+        let times = lines.iter().filter(|line| **line == at).count();
+        assert_eq!(times, 1, "{at} listed {times} times, not once:\n{}", lines.join("\n"));
+    }
+    let file = file.to_str().expect("a UTF-8 temp path");
+    assert!(
+        lines.iter().all(|line| line.starts_with('@') && !line.contains(file)),
+        "only `@name` lines, no socket file ({file}):\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines.windows(2).all(|pair| pair[0] < pair[1]),
+        "not sorted, or a name twice:\n{}",
+        lines.join("\n")
+    );
+}
+
+/// A name is listed only while its server listens.
+#[test]
+#[ignore = "exercise: cargo run -- check 6"]
+fn ex2_a_stopped_server_is_no_longer_listed() {
+    let name = abstract_name("stopped");
+    let at = format!("@{name}");
+    let server = start_named(&name);
+    assert!(list().contains(&at), "{at} is listening but not listed");
+    server.signal(Signal::TERM);
+    let (status, output) = server.finish();
+    assert_eq!(status.code(), Some(0), "{output}");
+    wait_until(&format!("{at} leaves /proc/net/unix"), || !is_listed(&name));
+    assert!(!list().contains(&at), "{at} is listed after its server exited");
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin;
 use rustix::process::Signal;
-use uds_test_support::{DEADLINE, Server, as_nobody, exchange, have_tool, is_root, temp_dir};
+use uds_test_support::{DEADLINE, Server, as_nobody, exchange, runnable_by_nobody, temp_dir};
 
 fn server() -> &'static Path {
     cargo_bin!("lesson06-server")
@@ -72,20 +72,14 @@ fn a_directory_is_refused_and_left_untouched() {
 /// is reported, and nothing is removed. Root only: it runs the server as `nobody`.
 #[test]
 fn a_probe_error_other_than_refused_removes_nothing() {
-    if !is_root() || !have_tool("setpriv", "apt-get install -y util-linux") {
-        return;
-    }
-    let dir = temp_dir();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod 755");
+    // The server binary, where `nobody` can run it, in a directory `nobody` can enter.
+    let Some((dir, bin)) = runnable_by_nobody(server()) else { return };
     let path = dir.path().join("lesson06.sock");
     let mut killed = Server::start_at(server(), &path);
     killed.signal(Signal::KILL);
     killed.wait_exit();
     // connect needs write permission on the socket file: without it, nobody gets EACCES.
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod the socket");
-    // The binary must be reachable for nobody: copy it out of a possibly private target dir.
-    let bin = dir.path().join("lesson06-server");
-    fs::copy(server(), &bin).expect("copy the server binary");
     let mut as_nobody = Command::from_std(as_nobody(&bin));
     as_nobody.arg(&path).timeout(DEADLINE).assert().code(1).stderr(format!(
         "lesson06-server: probe {}: Permission denied (os error 13)\n",

@@ -416,8 +416,8 @@ pub fn as_nobody(program: &Path) -> Command {
 }
 
 /// For a test that runs `program` as `nobody` (see [`as_nobody`]): a temp dir `nobody` can
-/// enter, holding a copy of `program` `nobody` can run (the target dir may be private to
-/// root). `None`, and the test skips, when not root or without setpriv.
+/// enter (mode 0755), holding a copy of `program` `nobody` can run (the target dir may be
+/// private to root). `None`, and the test skips, when not root or without setpriv.
 pub fn runnable_by_nobody(program: &Path) -> Option<(TempDir, PathBuf)> {
     if !is_root() || !have_tool("setpriv", "apt-get install -y util-linux") {
         return None;
@@ -425,7 +425,12 @@ pub fn runnable_by_nobody(program: &Path) -> Option<(TempDir, PathBuf)> {
     let dir = temp_dir();
     std::fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).expect("chmod 755");
     let copy = dir.path().join(program.file_name().expect("a program's file name"));
-    std::fs::copy(program, &copy).expect("copy the program");
+    // A hard link if it can (same file system): a copy is a file open for writing, and a
+    // process another test thread forks meanwhile inherits that descriptor until it execs —
+    // running the copy in that window fails with ETXTBSY ("Text file busy").
+    if std::fs::hard_link(program, &copy).is_err() {
+        std::fs::copy(program, &copy).expect("copy the program");
+    }
     Some((dir, copy))
 }
 

@@ -1,0 +1,712 @@
+//! lesson06-server: lesson 05's server, and a name instead of a file.
+//!
+//! The one idea: on Linux a socket can be bound to a name in the *abstract namespace*,
+//! written `@name`: the kernel keeps the name while the socket is open and drops it the moment
+//! the socket closes, however the server ends (SIGKILL included). No file is created, so none
+//! goes stale, none needs removing, and lesson 02's probe has nothing to do. Nor is there a
+//! mode or a directory to keep strangers out: any local user can connect to any abstract name
+//! (and bind one first), so the peer-credential check of lesson 04 is the only lock — and it is
+//! on by default. A socket file path works as before; a file named `@x` is written `./@x`.
+//!
+//! Run: `cargo run --bin lesson06-server -- @lesson06` prints `listening on @lesson06`; then,
+//! in another terminal, `cargo run --bin lesson06-client -- @lesson06 hello` or
+//! `socat - ABSTRACT-CONNECT:lesson06`. Partner: client.rs.
+
+use std::ffi::OsString;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{self, ExitCode};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use std::{fs, thread};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use clap::builder::{OsStringValueParser, TypedValueParser};
+use lesson06::{
+    Address, Peer, SOCKET_NAME, connect_within, default_socket_dir, linux_only, parse_timeout_ms,
+    peer_credentials, timed_out,
+};
+use rustix::fs::Mode;
+use rustix::process::{Gid, getuid, umask};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// Answer each line a client sends with the same line in ASCII upper case.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Where to create the socket, or `@name` for an abstract name (Linux), or `@` alone for a
+    /// name the kernel chooses [default: $XDG_RUNTIME_DIR/uds-course/lesson06.sock]
+    #[arg(value_name = "PATH", value_parser = OsStringValueParser::new().try_map(parse_path))]
+    path: Option<Address>,
+    /// After SIGINT or SIGTERM, how long accepted connections may take to finish
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    grace_ms: u64,
+    /// The socket file's mode, in octal [default: 0600, or 0660 with --group]
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    mode: Option<u32>,
+    /// Give the socket file to group GID (mode 0660 unless --mode) and allow peers in it
+    #[arg(long, value_name = "GID")]
+    group: Option<u32>,
+    /// Also allow peers with this uid, besides our own and root's (repeatable)
+    #[arg(long, value_name = "UID")]
+    allow_uid: Vec<u32>,
+    /// Also allow peers whose gid is GID (repeatable)
+    #[arg(long, value_name = "GID")]
+    allow_gid: Vec<u32>,
+    /// Close a connection that sends no complete line for N ms, or reads no reply for as long
+    #[arg(long, value_name = "N", default_value_t = 30_000, value_parser = parse_timeout_ms)]
+    idle_timeout_ms: u64,
+    /// The longest line answered, not counting its newline; a longer one closes the connection
+    #[arg(long, value_name = "BYTES", default_value_t = 65_536)]
+    max_line: usize,
+}
+
+/// clap's parser for PATH: `@` alone asks the kernel to choose an abstract name (autobind),
+/// and is kept as the empty name, which `Address::parse` never returns; the rest as
+/// `Address::parse` has it. (The empty name itself, a lone NUL, is a real name too, but one
+/// nobody needs: `@` is worth more as "any free name".)
+fn parse_path(text: OsString) -> Result<Address, String> {
+    if text == "@" {
+        return Ok(Address::Abstract(Vec::new()));
+    }
+    Address::parse(text)
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(format!("`{text}` is not a file mode in octal, like 0600 or 660")),
+    }
+}
+
+fn main() -> ExitCode {
+    if let Err(err) = run() {
+        eprintln!("lesson06-server: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !cfg!(target_os = "linux") {
+        return Err(linux_only("SO_PEERCRED, this server's lock,")).context("start");
+    }
+    let allowed = Arc::new(Allowed::from_args(&args));
+    let limits =
+        Limits { idle: Duration::from_millis(args.idle_timeout_ms), max_line: args.max_line };
+    let mut address = match args.path.clone() {
+        Some(address) => address,
+        None => {
+            let dir = default_socket_dir();
+            create_private_dir(&dir)?;
+            Address::File(dir.join(SOCKET_NAME))
+        }
+    };
+    let mode = args.mode.unwrap_or(if args.group.is_some() { 0o660 } else { 0o600 });
+    // ANCHOR: bind_either
+    // The socket file, if there is one: an abstract name leaves nothing to remove.
+    let (listener, socket_file) = match &address {
+        Address::File(path) => {
+            remove_stale_socket(path)?;
+            let listener = bind_file(path, mode, args.group.is_some())?;
+            (listener, Some(Arc::new(SocketFile::bound_at(path)?)))
+        }
+        Address::Abstract(_) => {
+            // With `@` alone the kernel chose the name: from here on, that is our address.
+            let (listener, bound) = bind_abstract(&address, &args)?;
+            address = bound;
+            (listener, None)
+        }
+    };
+    let _remove_on_exit = socket_file.clone().map(RemoveOnDrop);
+    // ANCHOR_END: bind_either
+    if let (Some(gid), Address::File(path)) = (args.group, &address) {
+        give_to_group(path, gid, mode)?;
+    }
+
+    // 0 while serving; then the signal that asked us to stop.
+    let stop_signal = Arc::new(AtomicI32::new(0));
+    // Before `listening on`: a signal that arrives once we are ready must find its handler.
+    handle_signals(&listener, &socket_file, &stop_signal)?;
+    // The line that scripts and tests wait for. writeln!, not println!, which would panic
+    // if nobody reads our stdout.
+    let mut stdout = io::stdout();
+    writeln!(stdout, "listening on {address}")
+        .and_then(|()| stdout.flush())
+        .context("write stdout")?;
+    let connections = Arc::new(Connections::default());
+    // ANCHOR: accept_loop
+    for id in 1.. {
+        let accepted = listener.accept();
+        // After the first signal `accept` fails (its socket was shut down) or hands us a
+        // client that was still queued: either way, we are done accepting.
+        if stop_signal.load(Ordering::SeqCst) != 0 {
+            break;
+        }
+        match accepted {
+            Ok((stream, _addr)) => {
+                let connection = Connections::start(&connections);
+                let allowed = Arc::clone(&allowed);
+                // Builder, not thread::spawn: spawn panics when the OS refuses a thread.
+                let spawned = thread::Builder::new().spawn(move || {
+                    serve(id, stream, &allowed, limits);
+                    drop(connection);
+                });
+                if let Err(err) = spawned {
+                    eprintln!("lesson06-server: connection {id}: spawn: {err}");
+                }
+            }
+            Err(err) => {
+                // Out of file descriptors (EMFILE) the client stays queued, so `accept` fails
+                // again at once: a bare `continue` here would spin a core. Wait instead.
+                eprintln!("lesson06-server: accept: {err}");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    // ANCHOR_END: accept_loop
+    // Close the listening socket: clients still queued in it get a reset now, instead of
+    // waiting out the grace period for an `accept` that will never come.
+    drop(listener);
+    eprintln!(
+        "lesson06-server: {}: shutting down",
+        signal_name(stop_signal.load(Ordering::SeqCst))
+    );
+    // ANCHOR: grace
+    let grace = Duration::from_millis(args.grace_ms);
+    let open = connections.count();
+    if open > 0 {
+        eprintln!(
+            "lesson06-server: waiting up to {} ms for open connections: {open}",
+            grace.as_millis()
+        );
+    }
+    let cut_off = connections.wait_until_idle(grace);
+    if cut_off > 0 {
+        eprintln!("lesson06-server: grace period over; cutting off open connections: {cut_off}");
+    }
+    // ANCHOR_END: grace
+    if let Some(socket_file) = &socket_file
+        && socket_file.remove()
+    {
+        eprintln!("lesson06-server: removed {}", socket_file.path.display());
+    }
+    Ok(())
+}
+
+// ANCHOR: bind
+/// Create the socket file at `path`, born with `mode` (only its owner's bits while `group`
+/// is still to be given the file), and listen.
+fn bind_file(path: &Path, mode: u32, group: bool) -> anyhow::Result<UnixListener> {
+    // `bind` creates the socket file; std then calls `listen`, so clients can queue up until
+    // we `accept` them. If anything exists at `path` — even the socket file of a server that
+    // died — `bind` fails with "Address already in use".
+    //
+    // The file is born with mode 0777 minus the umask, and from `listen` on anyone the mode
+    // lets in can connect. So the umask is set *before* `bind`: a chmod after it would leave a
+    // window in which others connect, and their connections outlive the chmod. With --group
+    // the file is born open to the owner only; `give_to_group` opens it to the group later.
+    let born = if group { mode & 0o700 } else { mode };
+    // The umask is per process: change it only while no other thread could be creating files.
+    // (`as _`: mode_t is 32 bits on Linux, 16 on macOS and the BSDs; 0o777 fits either.)
+    let umask_before = umask(Mode::from_raw_mode((!born & 0o777) as _));
+    let bound = UnixListener::bind(path);
+    umask(umask_before);
+    bound.with_context(|| format!("bind {}", path.display()))
+}
+// ANCHOR_END: bind
+
+// ANCHOR: bind_abstract
+/// Bind the abstract name in `address` and listen; returns the listener and the name it is
+/// bound to (the kernel's choice for `@` alone). Nothing is created in any directory: there
+/// is no stale file to probe first, no umask to set, no mode, and nothing to remove on exit.
+fn bind_abstract(address: &Address, args: &Args) -> anyhow::Result<(UnixListener, Address)> {
+    // A mode or a group for a file that does not exist would protect nothing, silently.
+    if args.mode.is_some() || args.group.is_some() {
+        bail!(
+            "bind {address}: an abstract name has no file, so no mode or group; \
+             let peers in with --allow-uid or --allow-gid"
+        );
+    }
+    if matches!(address, Address::Abstract(name) if name.is_empty()) {
+        return autobind();
+    }
+    let name = address.socket_addr().with_context(|| format!("bind {address}"))?;
+    match UnixListener::bind_addr(&name) {
+        Ok(listener) => Ok((listener, address.clone())),
+        // Never stale: the kernel frees the name as soon as its socket closes.
+        Err(err) if err.kind() == ErrorKind::AddrInUse => {
+            bail!("bind {address}: {err}: a running process holds this name")
+        }
+        Err(err) => Err(err).with_context(|| format!("bind {address}")),
+    }
+}
+
+/// `@` alone: bind to an address that is only the family, AF_UNIX with neither a path nor a
+/// name (std's `bind("")`), and Linux *autobinds* it: it chooses an unused abstract name of
+/// five hex digits. Only the kernel knows which, so ask it (getsockname(2), std's
+/// `local_addr`): until we print it, no client can find us.
+#[cfg(target_os = "linux")]
+fn autobind() -> anyhow::Result<(UnixListener, Address)> {
+    use std::os::linux::net::SocketAddrExt;
+    let listener = UnixListener::bind("").context("bind @")?;
+    let bound = listener.local_addr().context("getsockname @")?;
+    let Some(name) = bound.as_abstract_name() else {
+        bail!("getsockname @: the kernel chose no abstract name ({bound:?})");
+    };
+    Ok((listener, Address::Abstract(name.to_vec())))
+}
+
+/// Autobind is Linux's, like the abstract namespace itself.
+#[cfg(not(target_os = "linux"))]
+fn autobind() -> anyhow::Result<(UnixListener, Address)> {
+    Err(linux_only("autobind (`@` alone)")).context("bind @")
+}
+// ANCHOR_END: bind_abstract
+
+// ANCHOR: signals
+/// Wait for SIGINT and SIGTERM on a thread of its own. The first stops the accept loop; a
+/// second, during the grace period, removes the socket file and exits 1 at once.
+///
+/// Why not the simplest thing, `signal_hook::flag::register` and a flag checked by the accept
+/// loop? signal-hook installs its handlers with SA_RESTART, so after the handler runs the
+/// kernel *restarts* the blocked `accept` instead of failing it with EINTR (strace shows
+/// `ERESTARTSYS`): the loop would not see the flag until the next client happened to connect.
+/// So this thread receives the signal and wakes `accept` itself.
+fn handle_signals(
+    listener: &UnixListener,
+    socket_file: &Option<Arc<SocketFile>>,
+    stop_signal: &Arc<AtomicI32>,
+) -> anyhow::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("register SIGINT and SIGTERM")?;
+    // A second handle on the same listening socket, for this thread to shut down.
+    let listening = listener.try_clone().context("clone the listener")?;
+    let (socket_file, stop_signal) = (socket_file.clone(), Arc::clone(stop_signal));
+    let wait = move || {
+        let mut signals = signals.forever();
+        if let Some(signal) = signals.next() {
+            stop_signal.store(signal, Ordering::SeqCst);
+            // shutdown(2) on a listening socket makes the blocked `accept` return at once,
+            // with an error, and from now on `connect` is refused. That is Linux; on macOS a
+            // self-pipe and poll(2) are the way (see the book's macOS notes).
+            if let Err(err) = rustix::net::shutdown(&listening, rustix::net::Shutdown::Read) {
+                eprintln!("lesson06-server: shutdown the listener: {err}");
+            }
+            drop(listening); // the main thread closes its handle too, once it stops accepting
+        }
+        if let Some(signal) = signals.next() {
+            eprintln!("lesson06-server: {} again: exiting now", signal_name(signal));
+            // process::exit runs no destructors, so remove the file by hand.
+            if let Some(socket_file) = &socket_file
+                && socket_file.remove()
+            {
+                eprintln!("lesson06-server: removed {}", socket_file.path.display());
+            }
+            process::exit(1);
+        }
+    };
+    thread::Builder::new().name("signals".into()).spawn(wait).context("spawn the signal thread")?;
+    Ok(())
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    signal_hook::low_level::signal_name(signal).unwrap_or("signal")
+}
+// ANCHOR_END: signals
+
+// ANCHOR: private_dir
+/// Create the default directory with mode 0700, or accept an existing one only if it is ours
+/// and closed to everyone else. It is the second lock on the socket: nobody else can even
+/// reach the socket file, whatever its mode (and some BSDs ignore a socket file's mode).
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let shown = dir.display();
+    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(err) => return Err(err).with_context(|| format!("create {shown}")),
+    }
+    // Whoever made it first decided its owner and mode: check, never assume. No symlinks:
+    // one could point a root-run server at a directory someone else controls.
+    let meta = fs::symlink_metadata(dir).with_context(|| format!("stat {shown}"))?;
+    let me = getuid().as_raw();
+    if !meta.is_dir() {
+        bail!("check {shown}: not a directory");
+    }
+    if meta.uid() != me {
+        bail!("check {shown}: owned by uid {}, not by us (uid {me})", meta.uid());
+    }
+    if meta.mode() & 0o077 != 0 {
+        bail!(
+            "check {shown}: mode {:04o} lets other users in; `chmod 700 {shown}` if that is safe",
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+// ANCHOR_END: private_dir
+
+// ANCHOR: group
+/// Hand the socket file to group `gid`, then open it to that group. The chmod here only
+/// *adds* access, after the group is already right: at no moment can anyone outside the owner
+/// and that group connect. (The window to avoid is the opposite one: born open, narrowed late.)
+fn give_to_group(path: &Path, gid: u32, mode: u32) -> anyhow::Result<()> {
+    rustix::fs::chown(path, None, Some(Gid::from_raw(gid)))
+        .with_context(|| format!("chown {} to group {gid}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {} to {mode:04o}", path.display()))
+}
+// ANCHOR_END: group
+
+// ANCHOR: allowed
+/// Who may talk to us, by the peer's credentials: our own uid, root's, each --allow-uid, and
+/// any peer whose gid is --group or an --allow-gid.
+struct Allowed {
+    uids: Vec<u32>,
+    gids: Vec<u32>,
+}
+
+impl Allowed {
+    fn from_args(args: &Args) -> Allowed {
+        let mut uids = vec![getuid().as_raw(), 0];
+        uids.extend(&args.allow_uid);
+        let gids = args.group.iter().chain(&args.allow_gid).copied().collect();
+        Allowed { uids, gids }
+    }
+
+    fn admits(&self, peer: &Peer) -> bool {
+        self.uids.contains(&peer.uid) || self.gids.contains(&peer.gid)
+    }
+}
+// ANCHOR_END: allowed
+
+// ANCHOR: socket_file
+/// The socket file this server bound, known by device and inode as well as by path: once
+/// it is gone (someone removed it, a new server bound the path) a file at that path is not
+/// ours to delete.
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    /// Held while removing, so a second caller waits for the first to finish.
+    removed: Mutex<bool>,
+}
+
+impl SocketFile {
+    fn bound_at(path: &Path) -> anyhow::Result<SocketFile> {
+        let meta =
+            fs::symlink_metadata(path).with_context(|| format!("stat {}", path.display()))?;
+        Ok(SocketFile {
+            path: path.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            removed: Mutex::new(false),
+        })
+    }
+
+    /// Remove the file if it is still the one we bound; true if this call removed it. Two
+    /// threads may ask at once (the main thread, a second signal): the second waits, then finds
+    /// nothing left to do — so `process::exit` cannot cut the first one short.
+    fn remove(&self) -> bool {
+        let mut removed = self.removed.lock().unwrap_or_else(PoisonError::into_inner);
+        if *removed {
+            return false;
+        }
+        *removed = true;
+        let path = self.path.display();
+        match fs::symlink_metadata(&self.path) {
+            // Between this check and the unlink another server could still replace the file;
+            // the window is microseconds, against the seconds a restart takes.
+            Ok(meta) if (meta.dev(), meta.ino()) == (self.dev, self.ino) => {
+                match fs::remove_file(&self.path) {
+                    Ok(()) => return true,
+                    Err(err) => eprintln!("lesson06-server: remove {path}: {err}"),
+                }
+            }
+            Ok(_) => eprintln!("lesson06-server: {path} is no longer our socket; left in place"),
+            Err(err) if err.kind() == ErrorKind::NotFound => {}
+            Err(err) => eprintln!("lesson06-server: stat {path}: {err}"),
+        }
+        false
+    }
+}
+
+/// Removes the socket file when dropped: on an early `?` and when a panic unwinds, as well
+/// as at the end of `run` (where the removal has already been done and logged).
+struct RemoveOnDrop(Arc<SocketFile>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        self.0.remove();
+    }
+}
+// ANCHOR_END: socket_file
+
+// ANCHOR: connections
+/// How many connections are being served, so that shutdown can wait for them to finish.
+#[derive(Default)]
+struct Connections {
+    open: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Connections {
+    /// Count one more connection until the returned value is dropped.
+    fn start(this: &Arc<Connections>) -> Connection {
+        *this.open.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        Connection(Arc::clone(this))
+    }
+
+    fn count(&self) -> usize {
+        *self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sleep until no connection is open or `grace` has passed — a Condvar, never a busy
+    /// loop; returns how many are still open.
+    fn wait_until_idle(&self, grace: Duration) -> usize {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let waited = self.changed.wait_timeout_while(open, grace, |open| *open > 0);
+        *waited.unwrap_or_else(PoisonError::into_inner).0
+    }
+}
+
+/// One open connection; dropping it (when `serve` returns) counts it as closed.
+struct Connection(Arc<Connections>);
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        *self.0.open.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
+        self.0.changed.notify_all();
+    }
+}
+// ANCHOR_END: connections
+
+// ANCHOR: remove_stale
+/// How long the start-up probe waits for a live server to accept it.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Remove the socket file at `path` if it is stale; refuse if a live server owns it.
+///
+/// Deleting whatever is at the path before binding would steal the path from a server that
+/// is still running (its clients could no longer reach it; it would never know) and delete
+/// a regular file that was put there by mistake. So look first, then knock.
+fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
+    // symlink_metadata, not metadata: a symlink is not followed, and not ours to remove.
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()), // nothing there
+        Err(err) => return Err(err).with_context(|| format!("stat {}", path.display())),
+    };
+    if !meta.file_type().is_socket() {
+        bail!("probe {}: not a socket; left untouched", path.display());
+    }
+    // A live server whose backlog is full makes a plain `connect` wait, not fail, until it
+    // gets round to accepting — forever, if it is hung. Bounded, a timeout still answers the
+    // question: someone holds the listening socket, so the file is not stale.
+    match connect_within(&Address::File(path.to_owned()), PROBE_TIMEOUT) {
+        Ok(_) => bail!("probe {}: is in use by a running server", path.display()),
+        Err(err) if err.kind() == ErrorKind::TimedOut => bail!(
+            "probe {}: is in use by a running server (it did not accept within {} ms)",
+            path.display(),
+            PROBE_TIMEOUT.as_millis()
+        ),
+        // ECONNREFUSED: a socket file nobody listens on any more, the mark of a stale one.
+        Err(err) if err.kind() == ErrorKind::ConnectionRefused => {
+            // Two servers started at the same instant can both find the file stale, and the
+            // second then removes the first one's fresh socket. A lock file held with flock(2)
+            // closes that window; starting one server per path is the simpler rule.
+            fs::remove_file(path).with_context(|| format!("remove stale {}", path.display()))
+        }
+        // Permission denied, say: we cannot tell whether it is stale, so we touch nothing.
+        Err(err) => Err(err).with_context(|| format!("probe {}", path.display())),
+    }
+}
+// ANCHOR_END: remove_stale
+
+// ANCHOR: serve
+/// One client's connection, on its own thread: whatever goes wrong ends only this connection.
+fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits) {
+    // ANCHOR: peer
+    // SO_PEERCRED: the kernel recorded who called `connect` (uid, gid, pid at that moment).
+    // The client cannot lie about it, unlike anything it could send us.
+    // With an abstract name this is the only lock: there is no file mode to keep anyone out.
+    let peer = match peer_credentials(&stream) {
+        Ok(peer) => peer,
+        Err(err) => return eprintln!("lesson06-server: connection {id}: peer credentials: {err}"),
+    };
+    let Peer { uid, gid, pid } = peer;
+    eprintln!("lesson06-server: connection {id}: accepted from uid {uid} gid {gid} pid {pid}");
+    if !allowed.admits(&peer) {
+        eprintln!("lesson06-server: connection {id}: refused uid {uid}");
+        if let Err(err) = refuse(&stream, &format!("uid {uid} is not allowed")) {
+            eprintln!("lesson06-server: connection {id}: {err:#}");
+        }
+        return;
+    }
+    // ANCHOR_END: peer
+    // ANCHOR: limits
+    let reason = match answer_lines(&stream, limits) {
+        Ok(Stop::Eof(lines)) => {
+            return eprintln!("lesson06-server: connection {id}: closed, lines answered: {lines}");
+        }
+        Ok(Stop::Limit(reason)) => reason,
+        Err(err) => return eprintln!("lesson06-server: connection {id}: {err:#}"),
+    };
+    // A limit is answered as a refusal is: one `error: ` line, so the client learns why it
+    // was cut off instead of seeing the connection simply end.
+    match refuse(&stream, &reason) {
+        Ok(()) => eprintln!("lesson06-server: connection {id}: {reason}; closed"),
+        Err(err) => eprintln!("lesson06-server: connection {id}: {reason}; {err:#}"),
+    }
+    // ANCHOR_END: limits
+} // dropping `stream` closes the connection: the client reads EOF
+
+/// Why `answer_lines` stopped, short of an I/O error.
+enum Stop {
+    /// The client half-closed or went away, after this many lines were answered.
+    Eof(u64),
+    /// A limit was hit: the reason, for the client's `error: ` line and our log.
+    Limit(String),
+}
+
+/// Answer each line until EOF, or until the client oversteps a limit.
+fn answer_lines(stream: &UnixStream, limits: Limits) -> anyhow::Result<Stop> {
+    // A client that sends lines and never reads the replies fills both socket buffers, and
+    // then our `write` blocks for good: the idle timeout bounds each write too.
+    stream.set_write_timeout(Some(limits.idle)).context("set the write timeout")?;
+    let mut reader = LineReader { stream, limits, pending: Vec::new() };
+    // `&UnixStream` is both Read and Write: one socket carries both directions (full duplex).
+    let mut writer = stream;
+    let mut line = Vec::new();
+    let mut lines = 0;
+    loop {
+        match reader.next_line(&mut line).context("read")? {
+            Next::Line => {}
+            Next::Eof => return Ok(Stop::Eof(lines)),
+            Next::Limit(reason) => return Ok(Stop::Limit(reason)),
+        }
+        if !line.ends_with(b"\n") {
+            line.push(b'\n'); // a last line without a newline is answered too
+        }
+        line.make_ascii_uppercase();
+        writer.write_all(&line).map_err(timed_out).context("write")?;
+        lines += 1;
+    }
+}
+// ANCHOR_END: serve
+
+// ANCHOR: deadline
+/// The limits every connection lives within: `--idle-timeout-ms` and `--max-line`.
+#[derive(Clone, Copy)]
+struct Limits {
+    idle: Duration,
+    max_line: usize,
+}
+
+/// The most one `read` takes in.
+const CHUNK: usize = 4096;
+
+/// Reads a connection line by line, within the limits: each line at most `max_line` bytes
+/// (not counting its newline), and complete within `idle` of when we start waiting for it.
+///
+/// `BufReader::read_until` knows neither limit. It appends until a newline comes, so a client
+/// that sends gigabytes without one fills our memory. And a read timeout (SO_RCVTIMEO) bounds
+/// each `read` *call*, not a line: a client that sends one byte before each timeout expires
+/// would keep its connection, and our thread, forever. So the deadline here belongs to the
+/// line, and before each `read` the timeout is set to the time left until it.
+struct LineReader<'a> {
+    stream: &'a UnixStream,
+    limits: Limits,
+    /// Read but not handed out yet: the start of the next line, or more than one line. Never
+    /// more than `max_line + 1` bytes: one longest line and its newline.
+    pending: Vec<u8>,
+}
+
+/// What `LineReader::next_line` found.
+enum Next {
+    /// A line, now in the caller's buffer; it ends in `\n` unless it was the last before EOF.
+    Line,
+    /// EOF where a new line would start: the client has finished.
+    Eof,
+    /// A limit was hit: the reason, for the client's `error: ` line.
+    Limit(String),
+}
+
+impl LineReader<'_> {
+    fn next_line(&mut self, line: &mut Vec<u8>) -> io::Result<Next> {
+        let deadline = Instant::now() + self.limits.idle;
+        // How much of `pending` is known to hold no newline: each byte is looked at once.
+        let mut searched = 0;
+        loop {
+            if let Some(at) = self.pending[searched..].iter().position(|&byte| byte == b'\n') {
+                line.clear();
+                line.extend(self.pending.drain(..=searched + at));
+                return Ok(Next::Line);
+            }
+            searched = self.pending.len();
+            // No newline in `max_line + 1` bytes: too long, whatever comes next.
+            if self.pending.len() > self.limits.max_line {
+                let reason = format!("line longer than {} bytes", self.limits.max_line);
+                return Ok(Next::Limit(reason));
+            }
+            // A zero timeout means "none" to the kernel (std rejects it): stop at zero.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let reason = format!("no complete line in {} ms", self.limits.idle.as_millis());
+                return Ok(Next::Limit(reason));
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            // Never more than the rest of a longest line: this is what bounds our memory.
+            let room = (self.limits.max_line - self.pending.len()).saturating_add(1).min(CHUNK);
+            let mut chunk = [0; CHUNK];
+            let mut stream = self.stream;
+            match stream.read(&mut chunk[..room]) {
+                Ok(0) if self.pending.is_empty() => return Ok(Next::Eof),
+                Ok(0) => {
+                    line.clear();
+                    line.append(&mut self.pending);
+                    return Ok(Next::Line);
+                }
+                Ok(read) => self.pending.extend_from_slice(&chunk[..read]),
+                // The timeout (std's WouldBlock), or a signal: the deadline above decides.
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+// ANCHOR_END: deadline
+
+// ANCHOR: refuse
+/// Answer `error: REASON` and end the connection cleanly: shut down our side (the client
+/// reads the line, then EOF), then read and discard what it still sends, for up to a second.
+/// Closing with its lines unread would reset the connection: a client still writing would
+/// stop at EPIPE before it reads our line, and one that reads would get ECONNRESET, not EOF.
+fn refuse(stream: &UnixStream, reason: &str) -> anyhow::Result<()> {
+    let (mut writer, mut reader) = (stream, stream);
+    writeln!(writer, "error: {reason}").context("write")?;
+    stream.shutdown(Shutdown::Write).context("shutdown")?;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut discard = [0; 4096];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        // A zero timeout means "none" to the kernel; std rejects it. Stop instead.
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match reader.read(&mut discard) {
+            Ok(1..) => {}
+            Ok(0) | Err(_) => break, // EOF, the timeout, or the client is gone
+        }
+    }
+    Ok(())
+}
+// ANCHOR_END: refuse

@@ -1,0 +1,293 @@
+//! lesson06-client: send lines to a server, print each reply as it arrives.
+//!
+//! The one idea: PATH may be `@name`, a name in Linux's abstract namespace, and the client
+//! connects to it exactly as to a socket file. With no file, a name nobody holds is
+//! "Connection refused", never "No such file or directory".
+//!
+//! `--timeout-ms` bounds `connect`, each write and each wait for a reply; when one passes the
+//! client says `timed out` and exits 1.
+//!
+//! A client is `connect` to the server's address, then plain reads and writes. When it has
+//! nothing more to send it *half-closes* (`shutdown(Write)`: "no more from me, but I am still
+//! listening"); the server reads EOF, answers what is left and closes, and the client reads
+//! EOF in turn.
+//!
+//! Run: start the server (it prints `listening on PATH`), then
+//! `cargo run --bin lesson06-client -- @lesson06 hello world`, or without messages to type lines
+//! (Ctrl-D to finish). Partner: server.rs.
+
+use std::collections::BTreeSet;
+use std::io::{self, BufRead, BufReader, ErrorKind, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::process::{self, ExitCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use std::{fs, thread};
+
+use anyhow::{Context, anyhow, bail};
+use clap::Parser;
+use clap::builder::{OsStringValueParser, TypedValueParser};
+use lesson06::{
+    Address, SOCKET_NAME, connect_within, default_socket_dir, parse_timeout_ms, timed_out,
+};
+
+/// Send lines to a lesson06-server and print its replies.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The server's socket, or `@name` for an abstract name (Linux) [default:
+    /// $XDG_RUNTIME_DIR/uds-course/lesson06.sock]
+    #[arg(value_name = "PATH", value_parser = OsStringValueParser::new().try_map(Address::parse))]
+    path: Option<Address>,
+    /// Lines to send; with none, each line of stdin is sent as typed
+    message: Vec<String>,
+    /// Give up on connect, on a write, or on a reply owed, after N ms
+    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = parse_timeout_ms)]
+    timeout_ms: u64,
+    /// Print every abstract name a server listens on, one `@name` a line, and connect to none
+    #[arg(long, conflicts_with_all = ["path", "message"])]
+    list: bool,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("lesson06-client: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    if args.list {
+        return list_abstract_names();
+    }
+    let path = args.path.unwrap_or_else(|| Address::File(default_socket_dir().join(SOCKET_NAME)));
+    let timeout = Duration::from_millis(args.timeout_ms);
+    // ANCHOR: connect
+    // Bounded: `connect_within` also leaves `timeout` set as the limit on each write.
+    let stream = connect_within(&path, timeout).with_context(|| format!("connect {path}"))?;
+    // ANCHOR_END: connect
+    // And on each read: the clone below shares this socket, and so its timeouts.
+    stream.set_read_timeout(Some(timeout)).with_context(|| format!("set a timeout on {path}"))?;
+    // Read on a second thread while this one writes. Writing everything first would deadlock on
+    // a long input: the server blocks writing replies nobody reads, so it stops reading, and
+    // our writes block in turn. It also makes an interactive session show each reply at once.
+    let read_half = stream.try_clone().with_context(|| format!("clone {path}"))?;
+    let reader_path = path.clone();
+    // The MESSAGEs are owed their replies from the start: they are sent without waiting.
+    let owed = AtomicUsize::new(args.message.len());
+    let progress = Arc::new(Progress { lines: owed, done: AtomicBool::new(false) });
+    let reader_progress = Arc::clone(&progress);
+    let from_stdin = args.message.is_empty();
+    let reader = thread::Builder::new()
+        .spawn(move || print_replies(read_half, &reader_path, &reader_progress, from_stdin))
+        .with_context(|| format!("spawn a reader for {path}"))?;
+    let sent = send_lines(&stream, &args.message, &path, &progress);
+    // Before the half-close: the server's EOF, which it causes, must find this set.
+    progress.done.store(true, Ordering::SeqCst);
+    // ANCHOR: shutdown
+    // Half-close: the server reads EOF, answers the rest, and closes — our reader's EOF.
+    let shutdown = stream.shutdown(Shutdown::Write);
+    // ANCHOR_END: shutdown
+    let replies = reader.join().map_err(|_| anyhow!("the reader thread panicked"))?;
+    if replies.refused {
+        // The server's `error: ` line, already on stderr, says why. A write error after it
+        // (EPIPE: the server closed the connection) is only its echo.
+        return Ok(ExitCode::FAILURE);
+    }
+    // The reader's failure first: when it stops (stdout closed, say), our writes fail too.
+    if let Some(err) = replies.failed {
+        return Err(err);
+    }
+    let sent = sent?;
+    shutdown.with_context(|| format!("shutdown {path}"))?;
+    if replies.count < sent {
+        bail!(
+            "read {path}: the server closed the connection after {} of {sent} replies",
+            replies.count
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The kernel's table of this machine's Unix sockets (of this network namespace).
+const PROC_NET_UNIX: &str = "/proc/net/unix";
+
+/// The Flags of a listening socket: __SO_ACCEPTCON, "accepts connections".
+const ACCEPTCON: &str = "00010000";
+
+/// `--list`: every abstract name a socket listens on, as `@name`, sorted, each once, read from
+/// /proc/net/unix (`ss -xl` shows the same, and more).
+fn list_abstract_names() -> anyhow::Result<ExitCode> {
+    let table = fs::read(PROC_NET_UNIX).with_context(|| format!("read {PROC_NET_UNIX}"))?;
+    // A name is bytes, not always UTF-8: show what is not as U+FFFD rather than fail.
+    let table = String::from_utf8_lossy(&table);
+    // Sorted, and each name once. Once matters: every connection a listener accepted is a
+    // socket of its own, listed under the listener's name.
+    let mut names = BTreeSet::new();
+    for line in table.lines().skip(1) {
+        // No Path: an unnamed socket (a client's end, a socketpair).
+        let Some((columns, path)) = columns(line) else { continue };
+        // Columns: Num RefCount Protocol Flags Type St Inode. Only the listener itself has
+        // Flags __SO_ACCEPTCON (its St is 01, unconnected); an accepted socket has Flags 0
+        // and St 03, connected.
+        if columns[3] == ACCEPTCON && path.starts_with('@') {
+            names.insert(path);
+        }
+    }
+    let mut stdout = io::stdout().lock();
+    for name in names {
+        writeln!(stdout, "{name}").context("write stdout")?;
+    }
+    stdout.flush().context("write stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A /proc/net/unix line as its seven numeric columns and its Path, if it has one. Not simply
+/// split at whitespace: the kernel pads Inode with spaces, and writes a name's bytes as they
+/// are, spaces included (and each NUL as `@`).
+fn columns(line: &str) -> Option<([&str; 7], &str)> {
+    let mut columns = [""; 7];
+    let mut rest = line;
+    for column in &mut columns {
+        (*column, rest) = rest.trim_start().split_once(' ')?;
+    }
+    Some((columns, rest))
+}
+
+/// How far the writer has got, for the reader to tell a server that owes us a reply from one
+/// that is quietly waiting for us.
+struct Progress {
+    /// Lines sent or being sent: each is owed a reply.
+    lines: AtomicUsize,
+    /// Nothing more will be sent: the server owes us its EOF.
+    done: AtomicBool,
+}
+
+impl Progress {
+    /// Does the server owe us more than `replies` lines, or its EOF?
+    fn owes(&self, replies: usize) -> bool {
+        self.done.load(Ordering::SeqCst) || self.lines.load(Ordering::SeqCst) > replies
+    }
+}
+
+/// Send each MESSAGE as a line, or else each line of stdin as typed; returns how many lines.
+fn send_lines(
+    mut stream: &UnixStream,
+    messages: &[String],
+    path: &Address,
+    progress: &Progress,
+) -> anyhow::Result<usize> {
+    let mut send = |line: &[u8]| {
+        stream.write_all(line).map_err(timed_out).with_context(|| format!("write {path}"))
+    };
+    if !messages.is_empty() {
+        for message in messages {
+            send(format!("{message}\n").as_bytes())?;
+        }
+        return Ok(messages.len());
+    }
+    let mut stdin = io::stdin().lock();
+    let mut line = Vec::new();
+    let mut sent = 0;
+    while stdin.read_until(b'\n', &mut line).context("read stdin")? > 0 {
+        progress.lines.fetch_add(1, Ordering::SeqCst);
+        send(&line)?;
+        line.clear();
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+/// What the reader thread saw.
+struct Replies {
+    count: usize,
+    /// The server answered with an `error: ` line (printed to stderr).
+    refused: bool,
+    /// Reading stopped on this error instead of the server's EOF.
+    failed: Option<anyhow::Error>,
+}
+
+/// Print each reply line as it arrives, until the server closes the connection (EOF).
+fn print_replies(
+    stream: UnixStream,
+    path: &Address,
+    progress: &Progress,
+    from_stdin: bool,
+) -> Replies {
+    let mut replies = Replies { count: 0, refused: false, failed: None };
+    if let Err(err) = read_replies(&stream, path, progress, &mut replies) {
+        // Stop our writer too: after this its next write fails at once, instead of blocking
+        // on a server that waits for us to read replies we no longer read.
+        let _ = stream.shutdown(Shutdown::Both); // ok to fail: the connection may be gone
+        replies.failed = Some(err);
+    }
+    // ANCHOR: closed_early
+    // The server has closed before we finished sending: it cut us off (a limit, a refusal).
+    // The writer may be blocked reading the terminal, and would notice only when the next line
+    // is typed and its write fails. The conversation is over, so end it from here, with the
+    // same message and exit code the main thread would give. Every reply is already printed and
+    // flushed, and `process::exit` skips only destructors that have nothing left to do.
+    if from_stdin && !progress.done.load(Ordering::SeqCst) {
+        if let Some(err) = &replies.failed {
+            eprintln!("lesson06-client: {err:#}");
+        } else if !replies.refused {
+            eprintln!(
+                "lesson06-client: read {path}: the server closed the connection before the input ended"
+            );
+        }
+        process::exit(1);
+    }
+    // ANCHOR_END: closed_early
+    replies
+}
+
+// ANCHOR: read_replies
+fn read_replies(
+    stream: &UnixStream,
+    path: &Address,
+    progress: &Progress,
+    replies: &mut Replies,
+) -> anyhow::Result<()> {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        // ANCHOR: reply_timeout
+        // The read timeout bounds a wait for a reply, not a pause at the keyboard. A wait that
+        // began while the server owed us nothing says only that the user had not typed yet:
+        // wait again (bytes of a reply read so far stay in `line`). So a typed line's reply
+        // gets at least the full timeout, and at most twice it.
+        let read = loop {
+            let owed = progress.owes(replies.count);
+            match reader.read_until(b'\n', &mut line) {
+                Err(err)
+                    if !owed
+                        && matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                read => break read.map_err(timed_out),
+            }
+        };
+        // ANCHOR_END: reply_timeout
+        if read.with_context(|| format!("read {path}"))? == 0 && line.is_empty() {
+            return Ok(()); // EOF: the server closed its end
+        }
+        if !line.ends_with(b"\n") {
+            bail!("read {path}: the server closed the connection mid-reply");
+        }
+        replies.count += 1;
+        // A refusal can never be an upper-cased echo: `error: ` is lower case.
+        if line.starts_with(b"error: ") {
+            replies.refused = true;
+            let _ = io::stderr().write_all(&line); // ok to lose: stderr is gone
+        } else {
+            let mut stdout = io::stdout().lock();
+            stdout.write_all(&line).and_then(|()| stdout.flush()).context("write stdout")?;
+        }
+    }
+}
+// ANCHOR_END: read_replies

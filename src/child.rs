@@ -155,6 +155,25 @@ impl Child {
         }
     }
 
+    /// Reads lines until one is exactly `line` (then `Event::Line`), or until EOF or
+    /// `deadline`: how a server's `listening on PATH` is awaited.
+    pub fn wait_for_line(
+        &mut self,
+        line: &str,
+        deadline: Instant,
+        interrupted: &AtomicBool,
+    ) -> anyhow::Result<Event> {
+        loop {
+            match self.next_line(deadline, interrupted)? {
+                Event::Line if self.output.last().is_some_and(|last| last == line) => {
+                    return Ok(Event::Line);
+                }
+                Event::Line => {}
+                other => return Ok(other),
+            }
+        }
+    }
+
     /// Reads the rest of the output, then the exit status, within `timeout`.
     pub fn finish(
         &mut self,

@@ -48,20 +48,16 @@ pub fn show(
 
     let mut server = Child::spawn(&server_bin, &[socket.as_os_str()])?;
     let ready = format!("listening on {}", socket.display());
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    loop {
-        match server.next_line(deadline, interrupted)? {
-            Event::Line if server.output.last() == Some(&ready) => break,
-            Event::Line => {}
-            Event::Eof => {
-                let status = server.stop()?;
-                server.print(out)?;
-                bail!("{} exited before it was listening ({status})", server.name);
-            }
-            Event::TimedOut => {
-                server.print(out)?;
-                bail!("{} did not print `{ready}` within {STEP_TIMEOUT:?}", server.name);
-            }
+    match server.wait_for_line(&ready, Instant::now() + STEP_TIMEOUT, interrupted)? {
+        Event::Line => {}
+        Event::Eof => {
+            let status = server.stop()?;
+            server.print(out)?;
+            bail!("{} exited before it was listening ({status})", server.name);
+        }
+        Event::TimedOut => {
+            server.print(out)?;
+            bail!("{} did not print `{ready}` within {STEP_TIMEOUT:?}", server.name);
         }
     }
 

@@ -283,16 +283,12 @@ impl LessonServer {
         let mut process = Child::spawn(server, &[OsStr::new(&socket)])?;
         let ready = format!("listening on {}", socket.display());
         let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            match process.next_line(deadline, interrupted)? {
-                Event::Line if process.output.last() == Some(&ready) => break,
-                Event::Line => {}
-                Event::Eof | Event::TimedOut => bail!(
-                    "{} did not print `{ready}` within {READY_TIMEOUT:?}; it printed: {}",
-                    process.name,
-                    process.output.join(" / ")
-                ),
-            }
+        if !matches!(process.wait_for_line(&ready, deadline, interrupted)?, Event::Line) {
+            bail!(
+                "{} did not print `{ready}` within {READY_TIMEOUT:?}; it printed: {}",
+                process.name,
+                process.output.join(" / ")
+            );
         }
         let label = format!("{} {}", lesson.number, lesson.short_name);
         Ok(LessonServer { label, target: Target::Unix(socket), process: Mutex::new(process) })

@@ -90,12 +90,13 @@ pub struct Peer {
     pub pid: i32,
 }
 
-/// SO_PEERCRED, through rustix (std's `peer_cred` is unstable).
+/// SO_PEERCRED, through nix (std's `peer_cred` is unstable, and rustix 1.1's pid cannot be 0,
+/// the pid of a peer outside our PID namespace).
 #[cfg(target_os = "linux")]
 pub fn peer_credentials(stream: &UnixStream) -> io::Result<Peer> {
-    let peer = rustix::net::sockopt::socket_peercred(stream)?;
-    let (uid, gid, pid) = (peer.uid.as_raw(), peer.gid.as_raw(), peer.pid.as_raw_nonzero());
-    Ok(Peer { uid, gid, pid: pid.get() })
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let peer = getsockopt(stream, PeerCredentials)?;
+    Ok(Peer { uid: peer.uid(), gid: peer.gid(), pid: peer.pid() })
 }
 
 /// macOS and the BSDs have no SO_PEERCRED (they have getpeereid(3), without the pid), and no

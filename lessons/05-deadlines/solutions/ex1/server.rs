@@ -24,8 +24,8 @@ use std::{fs, thread};
 use anyhow::{Context, bail};
 use clap::Parser;
 use lesson05::{SOCKET_NAME, connect_within, default_socket_dir, parse_timeout_ms, timed_out};
+use nix::sys::socket::{UnixCredentials, getsockopt, sockopt::PeerCredentials};
 use rustix::fs::Mode;
-use rustix::net::UCred;
 use rustix::process::{Gid, getuid, umask};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -293,8 +293,8 @@ impl Allowed {
         Allowed { uids, gids }
     }
 
-    fn admits(&self, peer: &UCred) -> bool {
-        self.uids.contains(&peer.uid.as_raw()) || self.gids.contains(&peer.gid.as_raw())
+    fn admits(&self, peer: &UnixCredentials) -> bool {
+        self.uids.contains(&peer.uid()) || self.gids.contains(&peer.gid())
     }
 }
 // ANCHOR_END: allowed
@@ -447,13 +447,22 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
 fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits) {
     // ANCHOR: peer
     // SO_PEERCRED: the kernel recorded who called `connect` (uid, gid, pid at that moment).
-    // The client cannot lie about it, unlike anything it could send us.
-    let peer = match rustix::net::sockopt::socket_peercred(&stream) {
+    // The client cannot lie about it, unlike anything it could send us. (Through nix, whose
+    // pid is a plain number: rustix 1.1's cannot be 0, and below it can.)
+    let peer = match getsockopt(&stream, PeerCredentials) {
         Ok(peer) => peer,
-        Err(err) => return eprintln!("lesson05-server: connection {id}: peer credentials: {err}"),
+        Err(err) => {
+            eprintln!("lesson05-server: connection {id}: peer credentials: {err}");
+            return;
+        }
     };
-    let (uid, gid, pid) = (peer.uid.as_raw(), peer.gid.as_raw(), peer.pid.as_raw_nonzero());
-    eprintln!("lesson05-server: connection {id}: accepted from uid {uid} gid {gid} pid {pid}");
+    let (uid, gid, pid) = (peer.uid(), peer.gid(), peer.pid());
+    // A peer outside our PID namespace (we run in a container, it on the host) has a pid the
+    // kernel cannot name here, so it says 0. Nothing is wrong with the peer: serve it.
+    let outside = if pid == 0 { " (outside this PID namespace)" } else { "" };
+    eprintln!(
+        "lesson05-server: connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}"
+    );
     if !allowed.admits(&peer) {
         eprintln!("lesson05-server: connection {id}: refused uid {uid}");
         if let Err(err) = refuse(&stream, &format!("uid {uid} is not allowed")) {
@@ -618,7 +627,9 @@ impl LineReader<'_> {
 /// stop at EPIPE before it reads our line, and one that reads would get ECONNRESET, not EOF.
 fn refuse(stream: &UnixStream, reason: &str) -> anyhow::Result<()> {
     let (mut writer, mut reader) = (stream, stream);
-    writeln!(writer, "error: {reason}").context("write")?;
+    // One `write` for the whole line (`writeln!` on a socket makes one per piece), so a client
+    // that reads once gets all of it.
+    writer.write_all(format!("error: {reason}\n").as_bytes()).context("write")?;
     stream.shutdown(Shutdown::Write).context("shutdown")?;
     let deadline = Instant::now() + Duration::from_secs(1);
     let mut discard = [0; 4096];

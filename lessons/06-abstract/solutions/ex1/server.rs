@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use std::{fs, thread};
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use clap::builder::{OsStringValueParser, TypedValueParser};
+use clap::{CommandFactory, Parser};
 use lesson06::{
     Address, Peer, SOCKET_NAME, connect_within, default_socket_dir, linux_only, parse_timeout_ms,
     peer_credentials, timed_out,
@@ -95,6 +95,14 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    // A mode or a group for a file that does not exist would protect nothing, silently.
+    if matches!(args.path, Some(Address::Abstract(_)))
+        && (args.mode.is_some() || args.group.is_some())
+    {
+        let why = "an abstract name (@name) has no file, so no --mode or --group; \
+                   let peers in with --allow-uid or --allow-gid";
+        Args::command().error(clap::error::ErrorKind::ArgumentConflict, why).exit();
+    }
     if !cfg!(target_os = "linux") {
         return Err(linux_only("SO_PEERCRED, this server's lock,")).context("start");
     }
@@ -120,7 +128,7 @@ fn run() -> anyhow::Result<()> {
         }
         Address::Abstract(_) => {
             // With `@` alone the kernel chose the name: from here on, that is our address.
-            let (listener, bound) = bind_abstract(&address, &args)?;
+            let (listener, bound) = bind_abstract(&address)?;
             address = bound;
             (listener, None)
         }
@@ -227,14 +235,7 @@ fn bind_file(path: &Path, mode: u32, group: bool) -> anyhow::Result<UnixListener
 /// Bind the abstract name in `address` and listen; returns the listener and the name it is
 /// bound to (the kernel's choice for `@` alone). Nothing is created in any directory: there
 /// is no stale file to probe first, no umask to set, no mode, and nothing to remove on exit.
-fn bind_abstract(address: &Address, args: &Args) -> anyhow::Result<(UnixListener, Address)> {
-    // A mode or a group for a file that does not exist would protect nothing, silently.
-    if args.mode.is_some() || args.group.is_some() {
-        bail!(
-            "bind {address}: an abstract name has no file, so no mode or group; \
-             let peers in with --allow-uid or --allow-gid"
-        );
-    }
+fn bind_abstract(address: &Address) -> anyhow::Result<(UnixListener, Address)> {
     if matches!(address, Address::Abstract(name) if name.is_empty()) {
         return autobind();
     }
@@ -537,10 +538,18 @@ fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits) {
     // With an abstract name this is the only lock: there is no file mode to keep anyone out.
     let peer = match peer_credentials(&stream) {
         Ok(peer) => peer,
-        Err(err) => return eprintln!("lesson06-server: connection {id}: peer credentials: {err}"),
+        Err(err) => {
+            eprintln!("lesson06-server: connection {id}: peer credentials: {err}");
+            return;
+        }
     };
     let Peer { uid, gid, pid } = peer;
-    eprintln!("lesson06-server: connection {id}: accepted from uid {uid} gid {gid} pid {pid}");
+    // A peer outside our PID namespace (we run in a container, it on the host) has a pid the
+    // kernel cannot name here, so it says 0. Nothing is wrong with the peer: serve it.
+    let outside = if pid == 0 { " (outside this PID namespace)" } else { "" };
+    eprintln!(
+        "lesson06-server: connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}"
+    );
     if !allowed.admits(&peer) {
         eprintln!("lesson06-server: connection {id}: refused uid {uid}");
         if let Err(err) = refuse(&stream, &format!("uid {uid} is not allowed")) {
@@ -693,7 +702,9 @@ impl LineReader<'_> {
 /// stop at EPIPE before it reads our line, and one that reads would get ECONNRESET, not EOF.
 fn refuse(stream: &UnixStream, reason: &str) -> anyhow::Result<()> {
     let (mut writer, mut reader) = (stream, stream);
-    writeln!(writer, "error: {reason}").context("write")?;
+    // One `write` for the whole line (`writeln!` on a socket makes one per piece), so a client
+    // that reads once gets all of it.
+    writer.write_all(format!("error: {reason}\n").as_bytes()).context("write")?;
     stream.shutdown(Shutdown::Write).context("shutdown")?;
     let deadline = Instant::now() + Duration::from_secs(1);
     let mut discard = [0; 4096];

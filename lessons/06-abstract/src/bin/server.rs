@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use std::{fs, thread};
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use clap::builder::{OsStringValueParser, TypedValueParser};
+use clap::{CommandFactory, Parser};
 use lesson06::{
     Address, Peer, SOCKET_NAME, connect_within, default_socket_dir, linux_only, parse_timeout_ms,
     peer_credentials, timed_out,
@@ -83,6 +83,14 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    // A mode or a group for a file that does not exist would protect nothing, silently.
+    if matches!(args.path, Some(Address::Abstract(_)))
+        && (args.mode.is_some() || args.group.is_some())
+    {
+        let why = "an abstract name (@name) has no file, so no --mode or --group; \
+                   let peers in with --allow-uid or --allow-gid";
+        Args::command().error(clap::error::ErrorKind::ArgumentConflict, why).exit();
+    }
     if !cfg!(target_os = "linux") {
         return Err(linux_only("SO_PEERCRED, this server's lock,")).context("start");
     }
@@ -106,7 +114,7 @@ fn run() -> anyhow::Result<()> {
             let listener = bind_file(path, mode, args.group.is_some())?;
             (listener, Some(Arc::new(SocketFile::bound_at(path)?)))
         }
-        Address::Abstract(_) => (bind_abstract(&address, &args)?, None),
+        Address::Abstract(_) => (bind_abstract(&address)?, None),
     };
     let _remove_on_exit = socket_file.clone().map(RemoveOnDrop);
     // ANCHOR_END: bind_either
@@ -209,14 +217,7 @@ fn bind_file(path: &Path, mode: u32, group: bool) -> anyhow::Result<UnixListener
 // ANCHOR: bind_abstract
 /// Bind the abstract name in `address` and listen. Nothing is created in any directory: there
 /// is no stale file to probe first, no umask to set, no mode, and nothing to remove on exit.
-fn bind_abstract(address: &Address, args: &Args) -> anyhow::Result<UnixListener> {
-    // A mode or a group for a file that does not exist would protect nothing, silently.
-    if args.mode.is_some() || args.group.is_some() {
-        bail!(
-            "bind {address}: an abstract name has no file, so no mode or group; \
-             let peers in with --allow-uid or --allow-gid"
-        );
-    }
+fn bind_abstract(address: &Address) -> anyhow::Result<UnixListener> {
     let name = address.socket_addr().with_context(|| format!("bind {address}"))?;
     match UnixListener::bind_addr(&name) {
         Ok(listener) => Ok(listener),
@@ -495,10 +496,18 @@ fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits) {
     // With an abstract name this is the only lock: there is no file mode to keep anyone out.
     let peer = match peer_credentials(&stream) {
         Ok(peer) => peer,
-        Err(err) => return eprintln!("lesson06-server: connection {id}: peer credentials: {err}"),
+        Err(err) => {
+            eprintln!("lesson06-server: connection {id}: peer credentials: {err}");
+            return;
+        }
     };
     let Peer { uid, gid, pid } = peer;
-    eprintln!("lesson06-server: connection {id}: accepted from uid {uid} gid {gid} pid {pid}");
+    // A peer outside our PID namespace (we run in a container, it on the host) has a pid the
+    // kernel cannot name here, so it says 0. Nothing is wrong with the peer: serve it.
+    let outside = if pid == 0 { " (outside this PID namespace)" } else { "" };
+    eprintln!(
+        "lesson06-server: connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}"
+    );
     if !allowed.admits(&peer) {
         eprintln!("lesson06-server: connection {id}: refused uid {uid}");
         if let Err(err) = refuse(&stream, &format!("uid {uid} is not allowed")) {
@@ -651,7 +660,9 @@ impl LineReader<'_> {
 /// stop at EPIPE before it reads our line, and one that reads would get ECONNRESET, not EOF.
 fn refuse(stream: &UnixStream, reason: &str) -> anyhow::Result<()> {
     let (mut writer, mut reader) = (stream, stream);
-    writeln!(writer, "error: {reason}").context("write")?;
+    // One `write` for the whole line (`writeln!` on a socket makes one per piece), so a client
+    // that reads once gets all of it.
+    writer.write_all(format!("error: {reason}\n").as_bytes()).context("write")?;
     stream.shutdown(Shutdown::Write).context("shutdown")?;
     let deadline = Instant::now() + Duration::from_secs(1);
     let mut discard = [0; 4096];

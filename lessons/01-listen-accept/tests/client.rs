@@ -1,5 +1,6 @@
-//! lesson01-client, proven against the real server and against small fake servers that
-//! misbehave on purpose.
+//! Lesson 01's client behaviours: lesson01-client, proven against the real server and against small
+//! fake servers that misbehave on purpose. Each later lesson keeps a copy of this file, run against
+//! its own binaries.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;

@@ -1,4 +1,5 @@
-//! lesson01-server, proven with the real binary on real sockets in private temp dirs.
+//! Lesson 01's behaviours: lesson01-server, proven with the real binary on real sockets in private
+//! temp dirs. Each later lesson keeps a copy of this file, run against its own binaries.
 
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileTypeExt;

@@ -1,5 +1,5 @@
-//! lesson03-client, proven against the real server and against small fake servers that
-//! misbehave on purpose.
+//! Lesson 01's client behaviours, still holding in lesson 03: lesson03-client, proven against the
+//! real lesson03-server and against small fake servers that misbehave on purpose.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;

@@ -1,4 +1,6 @@
-//! lesson03-server, proven with the real binary on real sockets in private temp dirs.
+//! Lesson 01's behaviours, still holding in lesson 03: lesson03-server, proven with the real binary
+//! on real sockets in private temp dirs. Lesson 01's tests of a file already at the path are not
+//! here: lesson 02 changed that behaviour, and tests/stale_socket.rs proves the new one.
 
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileTypeExt;

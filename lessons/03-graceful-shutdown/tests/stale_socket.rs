@@ -1,4 +1,5 @@
-//! lesson03-server's one idea: a stale socket file is removed, and nothing else is.
+//! Lesson 02's one idea, still holding in lesson 03: lesson03-server removes a stale socket file,
+//! and nothing else.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -1,5 +1,5 @@
-//! lesson04-server's one idea: SIGINT and SIGTERM stop it gracefully, and it removes its
-//! socket file — only its own — on the way out.
+//! Lesson 03's one idea, still holding in lesson 04: SIGINT and SIGTERM stop lesson04-server
+//! gracefully, and it removes its socket file — only its own — on the way out.
 
 use std::fs;
 use std::io::{ErrorKind, Read};

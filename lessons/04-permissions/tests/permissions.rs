@@ -1,7 +1,8 @@
-//! lesson04-server's one idea: who may connect. The file system decides first (the socket
-//! file's mode, set by the umask before `bind`, in a private directory); then the server checks
-//! the peer's credentials (SO_PEERCRED). Tests that need another user run as root and switch
-//! the client to `nobody`; they skip with the reason when not root.
+//! lesson04-server's one idea: who may connect. The file system decides first (the socket file's
+//! mode, set by the umask before `bind`, in a private directory); then the server checks the peer's
+//! credentials (SO_PEERCRED). Tests that need another user run as root and switch the client to
+//! `nobody`; when not root they skip with the reason outside CI, and fail in CI, which runs as
+//! root.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};

@@ -1,5 +1,5 @@
-//! lesson05-client, proven against the real server and against small fake servers that
-//! misbehave on purpose.
+//! Lesson 01's client behaviours, still holding in lesson 05: lesson05-client, proven against the
+//! real lesson05-server and against small fake servers that misbehave on purpose.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;

@@ -1,7 +1,7 @@
-//! lesson05's one idea: deadlines and limits. No client can hold the server (idle, trickling,
+//! Lesson 05's one idea: deadlines and limits. No client can hold the server (idle, trickling,
 //! over-long lines, never reading), and no server can hang the client (not accepting, not
-//! answering, not reading). Every timeout the tests rely on is set to 500 ms or less by flag;
-//! the one exception is the server's fixed 1 s start-up probe.
+//! answering, not reading). Every timeout the tests rely on is set to 500 ms or less by flag; the
+//! one exception is the server's fixed 1 s start-up probe.
 
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};

@@ -48,6 +48,8 @@ fn is_listed(name: &str) -> bool {
     listed_abstract_names().iter().any(|listed| listed == name)
 }
 
+/// `@name` creates no file: the server's directory stays empty while it serves, and on exit
+/// there is nothing to remove.
 #[test]
 fn no_file_is_created() {
     let dir = temp_dir();
@@ -64,6 +66,8 @@ fn no_file_is_created() {
     assert!(!output.contains("removed"), "there was no file to remove:\n{output}");
 }
 
+/// A file whose name starts with `@` is written `./@name`: a path, created, served and removed
+/// on exit like any other socket file.
 #[test]
 fn a_file_named_with_an_at_is_written_dot_slash_at() {
     let dir = temp_dir();
@@ -79,6 +83,7 @@ fn a_file_named_with_an_at_is_written_dot_slash_at() {
     assert!(!file.exists(), "the file must be removed on exit, as in lesson 05:\n{output}");
 }
 
+/// While the server runs, /proc/net/unix lists its name with a leading `@`.
 #[test]
 fn the_name_shows_in_proc_net_unix_with_an_at() {
     let name = abstract_name("listed");
@@ -87,6 +92,7 @@ fn the_name_shows_in_proc_net_unix_with_an_at() {
     assert!(is_listed(&name), "@{name} is not in /proc/net/unix");
 }
 
+/// `ss -xl` lists the listening name with its `@` too.
 #[test]
 fn the_name_shows_in_ss_with_an_at() {
     if !have_tool("ss", "apt-get install -y iproute2") {
@@ -101,6 +107,8 @@ fn the_name_shows_in_ss_with_an_at() {
     assert!(found, "@{name} is not in `ss -xl`:\n{table}");
 }
 
+/// After a graceful exit (SIGTERM, exit 0) the kernel has dropped the name: a connect is
+/// refused.
 #[test]
 fn the_name_is_gone_when_the_server_exits() {
     let name = abstract_name("exit");
@@ -110,6 +118,8 @@ fn the_name_is_gone_when_the_server_exits() {
     assert_name_is_free(&name);
 }
 
+/// After SIGKILL the name is gone too, so a new server binds it at once: nothing stale is
+/// left behind, unlike lesson 02's socket file.
 #[test]
 fn the_name_is_gone_after_sigkill_and_a_new_server_binds_it_at_once() {
     let name = abstract_name("kill");
@@ -131,6 +141,8 @@ fn assert_name_is_free(name: &str) {
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
 }
 
+/// A second server on a name in use fails with `Address already in use`, saying a running
+/// process holds the name; the first server keeps serving.
 #[test]
 fn a_second_server_on_the_name_fails_clearly_and_the_first_keeps_serving() {
     let name = abstract_name("twice");
@@ -149,6 +161,8 @@ fn a_second_server_on_the_name_fails_clearly_and_the_first_keeps_serving() {
     assert_eq!(conn.ask("still here"), "STILL HERE\n");
 }
 
+/// The client reaches a server by `@name`; a name nobody holds is `Connection refused`, never
+/// `No such file or directory`.
 #[test]
 fn the_client_connects_to_a_name_and_a_free_name_is_refused() {
     let name = abstract_name("client");
@@ -168,6 +182,8 @@ fn the_client_connects_to_a_name_and_a_free_name_is_refused() {
     );
 }
 
+/// `--mode` or `--group` with an abstract name is an error, and nothing is bound: there is no
+/// file to give a mode or a group to.
 #[test]
 fn a_mode_or_a_group_for_a_name_is_an_error() {
     for flag in [["--mode", "0666"], ["--group", "0"]] {
@@ -194,6 +210,8 @@ fn an_at_alone_is_a_usage_error() {
     assert!(stderr.contains("`@` needs a name after it"), "{stderr}");
 }
 
+/// A name of 108 bytes does not fit in `sun_path` after the leading NUL: a clear error that
+/// names it.
 #[test]
 fn a_name_too_long_for_sun_path_is_refused_before_bind() {
     // sun_path holds 108 bytes; an abstract name uses them all but the leading NUL.
@@ -223,6 +241,8 @@ fn nobody_reaches_the_name_and_is_refused_by_the_credential_check() {
     assert_eq!(conn.ask("still serving"), "STILL SERVING\n");
 }
 
+/// `--allow-uid 65534` lets `nobody` in to an abstract name: the credential check, not a file
+/// mode, decides.
 #[test]
 fn allow_uid_lets_nobody_in_to_a_name() {
     let Some((_dir, bin)) = runnable_by_nobody(client()) else { return };

@@ -1,7 +1,8 @@
-//! lesson06's one idea: deadlines and limits. No client can hold the server (idle, trickling,
-//! over-long lines, never reading), and no server can hang the client (not accepting, not
-//! answering, not reading). Every timeout the tests rely on is set to 500 ms or less by flag;
-//! the one exception is the server's fixed 1 s start-up probe.
+//! Lesson 05's one idea, still holding in lesson 06: deadlines and limits for lesson06-server and
+//! lesson06-client. No client can hold the server (idle, trickling, over-long lines, never
+//! reading), and no server can hang the client (not accepting, not answering, not reading). Every
+//! timeout the tests rely on is set to 500 ms or less by flag; the one exception is the server's
+//! fixed 1 s start-up probe.
 
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};

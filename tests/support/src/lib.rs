@@ -3,16 +3,19 @@
 //! Start a real server binary in a private temp dir and wait for its `listening on PATH` line
 //! with a deadline ([`Server`]); talk to it as a real client with deadlines on every read and
 //! write ([`Conn`]); read a process's CPU time and open descriptors from /proc; run a command as
-//! `nobody`; find outside tools, skipping outside CI and failing in CI when one is missing.
-//! A [`Server`] is killed when dropped, so a failing test leaves nothing running, and a
-//! [`tempfile::TempDir`] removes its directory, so it leaves nothing on disk.
+//! `nobody`; find outside tools. A test that cannot run here (a tool is missing, or it needs
+//! root) skips with the reason outside CI and fails in CI ([`have_tool`], [`is_root`]).
+//! Every wait has a deadline ([`DEADLINE`]). A [`Server`] is killed when dropped, so a failing
+//! test leaves nothing running, and a [`tempfile::TempDir`] removes its directory, so it leaves
+//! nothing on disk.
 
 use std::ffi::OsStr;
 use std::fs::Permissions;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::net::sockopt::Timeout;
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use rustix::process::{Pid, Signal};
 pub use tempfile::TempDir;
 
@@ -242,7 +249,16 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill(); // already gone is fine
-        let _ = self.0.wait();
+        // SIGKILL cannot be caught, but a process in an uninterruptible sleep dies only when it
+        // leaves it: reap it within the deadline, and leave it behind (never panic in a drop).
+        let end = Instant::now() + DEADLINE;
+        while matches!(self.0.try_wait(), Ok(None)) {
+            if Instant::now() >= end {
+                eprintln!("process {} still not gone {DEADLINE:?} after SIGKILL", self.0.id());
+                return;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
@@ -257,10 +273,58 @@ pub fn run_with_stdout_closed(mut cmd: Command, stdin: Vec<u8>) -> (ExitStatus, 
     // Stops with an error once the process exits: it need not read all of it.
     let feeder = thread::spawn(move || drop(pipe.write_all(&stdin)));
     let status = child.wait();
-    let mut stderr = String::new();
-    child.0.stderr.take().expect("piped stderr").read_to_string(&mut stderr).expect("stderr");
-    feeder.join().expect("the stdin feeder");
-    (status, stderr)
+    // EOF comes once the process is gone, unless something it started still holds the pipe.
+    let stderr = child.0.stderr.take().expect("piped stderr");
+    let stderr = read_to_end_within(stderr, DEADLINE, "the process's stderr");
+    join_within(feeder, DEADLINE, "the stdin feeder").expect("the stdin feeder");
+    (status, String::from_utf8_lossy(&stderr).into_owned())
+}
+
+/// Read `pipe` to EOF within `limit`; panics, naming `what`, when EOF does not come in time.
+fn read_to_end_within(mut pipe: impl Read + AsFd, limit: Duration, what: &str) -> Vec<u8> {
+    let end = Instant::now() + limit;
+    let mut all = Vec::new();
+    let mut buf = [0; 8192];
+    loop {
+        assert!(readable_before(pipe.as_fd(), end), "no EOF on {what} within {limit:?}");
+        match pipe.read(&mut buf) {
+            Ok(0) => return all,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => panic!("read {what}: {err}"),
+        }
+    }
+}
+
+/// Does `fd` become readable (data, EOF or, for a listener, a client to accept) before `end`?
+fn readable_before(fd: BorrowedFd<'_>, end: Instant) -> bool {
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let timeout = Timespec::try_from(left).expect("a deadline fits in a timespec");
+        match rustix::event::poll(
+            &mut [PollFd::from_borrowed_fd(fd, PollFlags::IN)],
+            Some(&timeout),
+        ) {
+            Ok(0) if left.is_zero() => return false,
+            Ok(0) | Err(Errno::INTR) => {}
+            // IN, or HUP or ERR: the read or accept that follows tells which.
+            Ok(_) => return true,
+            Err(err) => panic!("poll: {err}"),
+        }
+    }
+}
+
+/// Join `thread` within `limit`: its result, `Err` holding its panic as [`JoinHandle::join`]'s
+/// does; panics, naming `what`, when it is still running at the deadline.
+///
+/// [`JoinHandle::join`]: thread::JoinHandle::join
+fn join_within<T>(thread: thread::JoinHandle<T>, limit: Duration, what: &str) -> thread::Result<T> {
+    let end = Instant::now() + limit;
+    while !thread.is_finished() {
+        assert!(Instant::now() < end, "{what} still running after {limit:?}");
+        thread::sleep(Duration::from_millis(1));
+    }
+    thread.join()
 }
 
 /// User + system CPU time of process `pid`, from /proc/PID/stat.
@@ -289,15 +353,14 @@ impl Conn {
         Conn::try_connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()))
     }
 
+    /// Connect to `path`, within [`DEADLINE`] (see [`connect_within`]).
     pub fn try_connect(path: &Path) -> io::Result<Conn> {
-        Conn::new(UnixStream::connect(path)?)
+        Conn::new(connect_within(&SocketAddrUnix::new(path)?, DEADLINE)?)
     }
 
     /// Connect to the abstract name `name` (Linux; written `@name` on command lines).
     pub fn try_connect_abstract(name: &str) -> io::Result<Conn> {
-        use std::os::linux::net::SocketAddrExt;
-        let address = SocketAddr::from_abstract_name(name)?;
-        Conn::new(UnixStream::connect_addr(&address)?)
+        Conn::new(connect_within(&SocketAddrUnix::new_abstract_name(name.as_bytes())?, DEADLINE)?)
     }
 
     fn new(stream: UnixStream) -> io::Result<Conn> {
@@ -349,6 +412,23 @@ impl Conn {
     }
 }
 
+/// A stream socket connected to `address` within `limit`. `connect` to a listener whose backlog
+/// is full waits until it accepts, for ever with std's `UnixStream::connect`; the send timeout,
+/// set before `connect`, bounds that wait too (it then fails with EAGAIN: here TimedOut).
+fn connect_within(address: &SocketAddrUnix, limit: Duration) -> io::Result<UnixStream> {
+    let (unix, stream) = (AddressFamily::UNIX, SocketType::STREAM);
+    let socket = rustix::net::socket_with(unix, stream, SocketFlags::CLOEXEC, None)?;
+    rustix::net::sockopt::set_socket_timeout(&socket, Timeout::Send, Some(limit))?;
+    match rustix::net::connect(&socket, address) {
+        Ok(()) => Ok(UnixStream::from(socket)),
+        Err(Errno::AGAIN) => Err(io::Error::new(
+            ErrorKind::TimedOut,
+            format!("the listener's backlog stayed full for {limit:?}"),
+        )),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// Send `input` on a new connection, half-close, and return everything the server sent back.
 pub fn exchange(path: &Path, input: &[u8]) -> Vec<u8> {
     let mut conn = Conn::connect(path);
@@ -377,6 +457,7 @@ pub fn many_clients(path: &Path, clients: usize, lines: usize) {
             })
         })
         .collect();
+    // Every read and write in a worker has a deadline, so each join ends.
     for worker in workers {
         worker.join().expect("a client thread failed (see its panic above)");
     }
@@ -387,25 +468,48 @@ pub fn many_clients(path: &Path, clients: usize, lines: usize) {
 pub fn have_tool(tool: &str, install: &str) -> bool {
     let found = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
-    if !found {
-        assert!(!in_ci(), "{tool} is missing in CI; install it: {install}");
-        eprintln!("skipped: {tool} is not installed; install it with: {install}");
-    }
     found
+        || cannot_run(
+            in_ci(),
+            &format!("{tool} is missing in CI; install it: {install}"),
+            &format!("{tool} is not installed; install it with: {install}"),
+        )
+}
+
+/// Is this test running as root? The one gate of every root-only test (switching to `nobody`,
+/// chown): outside CI, when not root, it returns false and the test skips with the reason on
+/// stderr; in CI (`CI` set) it fails the test, since CI runs as root (CONTRACT.md "CI").
+pub fn is_root() -> bool {
+    let euid = rustix::process::geteuid();
+    euid.is_root()
+        || cannot_run(
+            in_ci(),
+            &format!(
+                "this test needs root, and CI runs it as uid {}: run CI as root (CONTRACT.md \
+                 \"CI\"), or unset CI to skip the root-only tests",
+                euid.as_raw()
+            ),
+            "this test needs root (it switches to the user nobody)",
+        )
+}
+
+/// A test that cannot run here: in CI (`ci`) it fails with `fail`, since CI provides every tool
+/// and runs as root; outside CI it is skipped — false, and `skip` on stderr (cargo shows it
+/// with `-- --nocapture`).
+fn cannot_run(ci: bool, fail: &str, skip: &str) -> bool {
+    assert!(!ci, "{fail}");
+    eprintln!("skipped: {skip}");
+    false
 }
 
 /// Is this a CI run? `CI` set to anything but empty, `0` or `false`, as CI services set it.
 fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|ci| !matches!(ci.as_str(), "" | "0" | "false"))
+    is_ci(std::env::var("CI").ok().as_deref())
 }
 
-/// Is this test running as root? Root-only tests skip with the reason when not.
-pub fn is_root() -> bool {
-    let root = rustix::process::geteuid().is_root();
-    if !root {
-        eprintln!("skipped: this test needs root (it switches to the user nobody)");
-    }
-    root
+/// Does `CI` with this value (`None`: unset) mean a CI run?
+fn is_ci(value: Option<&str>) -> bool {
+    value.is_some_and(|ci| !matches!(ci, "" | "0" | "false"))
 }
 
 /// `cmd` run as user `nobody` (CONTRACT.md "Tests"): setpriv execs, so the pid is the command's.
@@ -417,7 +521,8 @@ pub fn as_nobody(program: &Path) -> Command {
 
 /// For a test that runs `program` as `nobody` (see [`as_nobody`]): a temp dir `nobody` can
 /// enter (mode 0755), holding a copy of `program` `nobody` can run (the target dir may be
-/// private to root). `None`, and the test skips, when not root or without setpriv.
+/// private to root). `None`, and the test skips, when not root or without setpriv (outside CI:
+/// in CI either fails the test, see [`is_root`] and [`have_tool`]).
 pub fn runnable_by_nobody(program: &Path) -> Option<(TempDir, PathBuf)> {
     if !is_root() || !have_tool("setpriv", "apt-get install -y util-linux") {
         return None;
@@ -435,16 +540,56 @@ pub fn runnable_by_nobody(program: &Path) -> Option<(TempDir, PathBuf)> {
 }
 
 /// A fake server at `<dir>/fake.sock` that accepts one client and hands the connection to
-/// `conversation` on its own thread: a server that misbehaves on purpose. Join the handle to
-/// see its panics.
+/// `conversation` on its own thread: a server that misbehaves on purpose. Join it to see its
+/// panics. Every wait has a deadline: it panics when no client connects within [`DEADLINE`],
+/// the connection has read and write timeouts of [`DEADLINE`], and [`FakeServer::join`] waits as
+/// long for the conversation to end.
 pub fn fake_server(
     dir: &Path,
     conversation: impl FnOnce(UnixStream) + Send + 'static,
-) -> (PathBuf, thread::JoinHandle<()>) {
+) -> (PathBuf, FakeServer) {
+    fake_server_within(dir, DEADLINE, conversation)
+}
+
+/// [`fake_server`] with `limit` for every wait instead of [`DEADLINE`].
+fn fake_server_within(
+    dir: &Path,
+    limit: Duration,
+    conversation: impl FnOnce(UnixStream) + Send + 'static,
+) -> (PathBuf, FakeServer) {
     let path = dir.join("fake.sock");
     let listener = UnixListener::bind(&path).expect("bind");
-    let fake = thread::spawn(move || conversation(listener.accept().expect("accept").0));
-    (path, fake)
+    let shown = path.display().to_string();
+    let client_by = Instant::now() + limit;
+    let thread = thread::spawn(move || {
+        let came = readable_before(listener.as_fd(), client_by);
+        assert!(came, "fake server at {shown}: no client connected within {limit:?}");
+        let (conn, _) = listener.accept().expect("accept");
+        conn.set_read_timeout(Some(limit)).expect("set a read timeout");
+        conn.set_write_timeout(Some(limit)).expect("set a write timeout");
+        conversation(conn);
+    });
+    (path, FakeServer { thread, limit, client_by })
+}
+
+/// A running [`fake_server`]: its thread.
+pub struct FakeServer {
+    thread: thread::JoinHandle<()>,
+    limit: Duration,
+    /// When it gives up waiting for a client.
+    client_by: Instant,
+}
+
+impl FakeServer {
+    /// Wait for the conversation to end, up to [`DEADLINE`] past the fake server's own deadline
+    /// for a client (so a fake server nobody connected to says so): `Err` holds its panic, as
+    /// [`JoinHandle::join`]'s does; panics when it is still going at the deadline.
+    ///
+    /// [`JoinHandle::join`]: thread::JoinHandle::join
+    pub fn join(self) -> thread::Result<()> {
+        let from = self.client_by.saturating_duration_since(Instant::now());
+        join_within(self.thread, from + self.limit, "the fake server's conversation")
+    }
 }
 
 /// An abstract name (without its `@`) that no other test uses, in this process or another
@@ -494,6 +639,94 @@ mod tests {
             std::hint::black_box(0u64.wrapping_add(1));
         }
         assert!(slept < Duration::from_millis(100), "sleeping used {slept:?} of CPU");
+    }
+
+    /// A fake server nobody connects to fails at its deadline, saying so, instead of waiting in
+    /// `accept` for ever.
+    #[test]
+    fn a_fake_server_nobody_connects_to_fails_at_its_deadline() {
+        let dir = temp_dir();
+        let limit = Duration::from_millis(200);
+        let started = Instant::now();
+        let (_path, fake) = fake_server_within(dir.path(), limit, |_| panic!("nobody connected"));
+        let panic = fake.join().expect_err("a fake server with no client fails");
+        let elapsed = started.elapsed();
+        let message = panic.downcast_ref::<String>().expect("a panic with a message");
+        assert!(message.contains("no client connected within 200ms"), "{message}");
+        assert!(elapsed >= limit && elapsed < DEADLINE, "failed after {elapsed:?}");
+    }
+
+    /// A fake server hands the one client that connects to the conversation.
+    #[test]
+    fn a_fake_server_hands_its_client_to_the_conversation() {
+        let dir = temp_dir();
+        let (path, fake) = fake_server(dir.path(), |conn| {
+            let mut line = String::new();
+            BufReader::new(&conn).read_line(&mut line).expect("read a line");
+            (&conn).write_all(line.to_uppercase().as_bytes()).expect("write");
+        });
+        assert_eq!(Conn::connect(&path).ask("fake"), "FAKE\n");
+        fake.join().expect("the conversation");
+    }
+
+    /// Joining a fake server whose conversation outlasts the deadline fails instead of waiting.
+    #[test]
+    #[should_panic(expected = "the fake server's conversation still running after")]
+    fn joining_a_fake_server_still_talking_at_its_deadline_fails() {
+        let dir = temp_dir();
+        let limit = Duration::from_millis(200);
+        let (path, fake) = fake_server_within(dir.path(), limit, |_| thread::sleep(DEADLINE));
+        let _conn = Conn::connect(&path);
+        let _ = fake.join();
+    }
+
+    /// A connect to a listener whose backlog stays full gives up at the deadline (TimedOut),
+    /// where std's `UnixStream::connect` would wait for ever.
+    #[test]
+    fn a_connect_to_a_full_backlog_times_out() {
+        let dir = temp_dir();
+        let address = SocketAddrUnix::new(dir.path().join("full.sock")).expect("an address");
+        let (unix, stream) = (AddressFamily::UNIX, SocketType::STREAM);
+        let listener = rustix::net::socket_with(unix, stream, SocketFlags::CLOEXEC, None);
+        let listener = listener.expect("a socket");
+        rustix::net::bind(&listener, &address).expect("bind");
+        rustix::net::listen(&listener, 0).expect("listen"); // never accepts
+        let limit = Duration::from_millis(200);
+        let mut queued = Vec::new();
+        let (err, elapsed) = loop {
+            let started = Instant::now();
+            match connect_within(&address, limit) {
+                Ok(conn) if queued.len() < 10 => queued.push(conn),
+                Ok(_) => panic!("11 connections to a backlog of 0"),
+                Err(err) => break (err, started.elapsed()),
+            }
+        };
+        assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+        assert!(elapsed >= limit && elapsed < DEADLINE, "gave up after {elapsed:?}");
+    }
+
+    /// `CI` means a CI run when set to anything but empty, `0` or `false`.
+    #[test]
+    fn in_ci_is_any_ci_value_but_empty_0_or_false() {
+        for unset in [None, Some(""), Some("0"), Some("false")] {
+            assert!(!is_ci(unset), "CI={unset:?} is not a CI run");
+        }
+        for set in [Some("true"), Some("1"), Some("yes")] {
+            assert!(is_ci(set), "CI={set:?} is a CI run");
+        }
+    }
+
+    /// Outside CI a test that cannot run here (not root, a tool missing) is skipped.
+    #[test]
+    fn outside_ci_a_test_that_cannot_run_is_skipped() {
+        assert!(!cannot_run(false, "fails in CI", "skips outside CI"));
+    }
+
+    /// In CI a test that cannot run here fails with the reason: CI runs as root with every tool.
+    #[test]
+    #[should_panic(expected = "this test needs root, and CI runs it as uid 1000")]
+    fn in_ci_a_test_that_cannot_run_fails() {
+        cannot_run(true, "this test needs root, and CI runs it as uid 1000", "skipped");
     }
 
     /// as_nobody really switches the user (root only).

@@ -1,5 +1,5 @@
-//! Shutdown scenarios shared by graceful_shutdown.rs and the exercise checks in exercises.rs.
-//! Each takes the server binary, so the exercise checks can run them against UDS_SERVER.
+//! Lesson 03's shutdown scenarios, for graceful_shutdown.rs in lesson 06. Each takes the server
+//! binary: in lesson 03 the exercise checks also run them, against UDS_SERVER.
 
 use std::io::ErrorKind;
 use std::os::unix::net::UnixStream;

@@ -182,19 +182,19 @@ fn the_client_connects_to_a_name_and_a_free_name_is_refused() {
     );
 }
 
-/// `--mode` or `--group` with an abstract name is an error, and nothing is bound: there is no
-/// file to give a mode or a group to.
+/// `--mode` or `--group` with an abstract name is a usage error (exit 2), and nothing is
+/// bound: there is no file to give a mode or a group to.
 #[test]
 fn a_mode_or_a_group_for_a_name_is_an_error() {
     for flag in [["--mode", "0666"], ["--group", "0"]] {
         let name = abstract_name("mode");
         let out = run(Command::new(server()).arg(format!("@{name}")).args(flag));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{flag:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(2), "{flag:?}: {stderr}");
         assert!(
-            stderr.starts_with(&format!(
-                "lesson06-server: bind @{name}: an abstract name has no file, so no mode or group"
-            )),
+            stderr.starts_with(
+                "error: an abstract name (@name) has no file, so no --mode or --group"
+            ),
             "{flag:?}: {stderr}"
         );
         assert!(!is_listed(&name), "{flag:?}: @{name} was bound anyway");

@@ -215,6 +215,85 @@ fn with_mode_0666_another_uid_is_refused_by_its_credentials() {
     assert_eq!(exchange(&path, b"still serving\n"), b"STILL SERVING\n");
 }
 
+/// A server in a PID namespace of its own, as in a container, is told pid 0 for a client
+/// outside it: that client is served and logged with pid 0, and the allow-list still holds.
+#[test]
+fn a_server_in_its_own_pid_namespace_serves_clients_outside_it() {
+    let Some((dir, bin)) = shared_dir() else { return };
+    if !have_tool("unshare", "apt-get install -y util-linux") {
+        return;
+    }
+    let path = dir.path().join("lesson06.sock");
+    // --kill-child: when the test kills `unshare`, the server inside dies with it.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child"]).arg(server()).arg(&path).args(["--mode", "0666"]);
+    let mut server = Server::start_cmd(cmd, &path);
+    assert_eq!(exchange(&path, b"from the host\n"), b"FROM THE HOST\n");
+    server.wait_for_line_containing("pid 0 (outside this PID namespace)");
+    let nobody = nobody_id("-u");
+    let (code, stdout, stderr) = nobody_client(&bin, &[path.to_str().unwrap(), "hello"]);
+    assert_eq!((code, stdout.as_str()), (Some(1), ""), "{stderr}");
+    assert_eq!(stderr, format!("error: uid {nobody} is not allowed\n"));
+}
+
+/// A client in a PID namespace of its own is served, and refused by its uid as any other.
+#[test]
+fn a_client_in_its_own_pid_namespace_is_served_and_checked() {
+    let Some((dir, bin)) = shared_dir() else { return };
+    if !have_tool("unshare", "apt-get install -y util-linux") {
+        return;
+    }
+    let path = dir.path().join("lesson06.sock");
+    let _server =
+        Server::start(server(), &path, &[path.as_os_str(), "--mode".as_ref(), "0666".as_ref()]);
+    let in_namespace = |cmd: Command| {
+        let mut unshare = Command::new("unshare");
+        unshare
+            .args(["--pid", "--fork", "--kill-child"])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        let out = assert_cmd::Command::from_std(unshare)
+            .args([path.to_str().unwrap(), "hello"])
+            .timeout(DEADLINE)
+            .output()
+            .expect("run the client in a new PID namespace");
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, stdout, stderr) = in_namespace(Command::new(client()));
+    assert_eq!((code, stdout.as_str()), (Some(0), "HELLO\n"), "{stderr}");
+    let (code, _, stderr) = in_namespace(as_nobody(&bin));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr, format!("error: uid {} is not allowed\n", nobody_id("-u")));
+}
+
+/// The `error: ` line is written in one `write`, so a client that reads once gets all of it
+/// (`writeln!` on a socket writes each piece of the format on its own).
+#[test]
+fn a_refusal_is_written_in_one_piece() {
+    let Some((dir, bin)) = shared_dir() else { return };
+    if !have_tool("strace", "apt-get install -y strace") {
+        return;
+    }
+    let path = dir.path().join("lesson06.sock");
+    let trace = dir.path().join("trace.txt");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-e", "trace=write,sendto,sendmsg", "-o"])
+        .arg(&trace)
+        .arg(server())
+        .arg(&path)
+        .args(["--mode", "0666"]);
+    let mut strace = Server::start_cmd(cmd, &path);
+    let server = Tracee(tracee_of(strace.pid()));
+    let (code, _, stderr) = nobody_client(&bin, &[path.to_str().unwrap(), "hello"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    drop(server);
+    strace.wait_exit();
+    let trace = fs::read_to_string(&trace).expect("read the trace");
+    let line = format!(r#""error: uid {} is not allowed\n""#, nobody_id("-u"));
+    assert!(trace.lines().any(|call| call.contains(&line)), "no single write of {line}:\n{trace}");
+}
+
 /// With the socket file open to all (`--mode 0666`) and `flag ID` given, `nobody` gets in.
 fn nobody_is_let_in_by(flag: &str, id: u32) {
     let Some((dir, bin)) = shared_dir() else { return };

@@ -101,7 +101,10 @@ fn run() -> anyhow::Result<()> {
     {
         let why = "an abstract name (@name) has no file, so no --mode or --group; \
                    let peers in with --allow-uid or --allow-gid";
-        Args::command().error(clap::error::ErrorKind::ArgumentConflict, why).exit();
+        Args::command()
+            .bin_name("lesson06-server")
+            .error(clap::error::ErrorKind::ArgumentConflict, why)
+            .exit();
     }
     if !cfg!(target_os = "linux") {
         return Err(linux_only("SO_PEERCRED, this server's lock,")).context("start");

@@ -1,9 +1,10 @@
 //! lesson04-client: send lines to a server, print each reply as it arrives.
 //!
-//! The one idea: a client is `connect` to the socket file's path, then plain reads and writes.
-//! When it has nothing more to send it *half-closes* (`shutdown(Write)`: "no more from me, but
-//! I am still listening"); the server reads EOF, answers what is left and closes, and the
-//! client reads EOF in turn.
+//! The one idea, from this side: trust the default directory only if it is ours. With no PATH
+//! the client checks, as the server does, that the directory belongs to its uid and is closed
+//! to others (`check_private_dir` in lib.rs) before it connects: a socket in a directory
+//! someone else controls may be theirs. An explicit PATH is the user's choice, not checked.
+//! The rest is lesson 01's client; a uid the server refuses gets its `error: ` line, exit 1.
 //!
 //! Run: start the server (it prints `listening on PATH`), then
 //! `cargo run --bin lesson04-client -- PATH hello world`, or without messages to type lines
@@ -20,7 +21,7 @@ use std::thread;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Parser;
-use lesson04::{SOCKET_NAME, default_socket_dir};
+use lesson04::{SOCKET_NAME, check_private_dir, default_socket_dir};
 
 /// Send lines to a lesson04-server and print its replies.
 #[derive(Parser)]
@@ -44,7 +45,19 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
-    let path = args.path.unwrap_or_else(|| default_socket_dir().join(SOCKET_NAME));
+    // ANCHOR: default_path
+    let path = match args.path {
+        // An explicit PATH is the user's choice.
+        Some(path) => path,
+        // A socket in a directory that someone else controls may be theirs, not our server's:
+        // check the default directory as the server does.
+        None => {
+            let dir = default_socket_dir();
+            check_private_dir(&dir)?;
+            dir.join(SOCKET_NAME)
+        }
+    };
+    // ANCHOR_END: default_path
     // ANCHOR: connect
     let stream =
         UnixStream::connect(&path).with_context(|| format!("connect {}", path.display()))?;

@@ -25,7 +25,9 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Parser;
-use lesson05::{SOCKET_NAME, connect_within, default_socket_dir, parse_timeout_ms, timed_out};
+use lesson05::{
+    SOCKET_NAME, check_private_dir, connect_within, default_socket_dir, parse_timeout_ms, timed_out,
+};
 
 /// Send lines to a lesson05-server and print its replies.
 #[derive(Parser)]
@@ -52,7 +54,19 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
-    let path = args.path.unwrap_or_else(|| default_socket_dir().join(SOCKET_NAME));
+    // ANCHOR: default_path
+    let path = match args.path {
+        // An explicit PATH is the user's choice.
+        Some(path) => path,
+        // A socket in a directory that someone else controls may be theirs, not our server's:
+        // check the default directory as the server does.
+        None => {
+            let dir = default_socket_dir();
+            check_private_dir(&dir)?;
+            dir.join(SOCKET_NAME)
+        }
+    };
+    // ANCHOR_END: default_path
     let timeout = Duration::from_millis(args.timeout_ms);
     // ANCHOR: connect
     // Bounded: `connect_within` also leaves `timeout` set as the limit on each write.

@@ -30,7 +30,8 @@ use anyhow::{Context, anyhow, bail};
 use clap::Parser;
 use clap::builder::{OsStringValueParser, TypedValueParser};
 use lesson06::{
-    Address, SOCKET_NAME, connect_within, default_socket_dir, parse_timeout_ms, timed_out,
+    Address, SOCKET_NAME, check_private_dir, connect_within, default_socket_dir, parse_timeout_ms,
+    timed_out,
 };
 
 /// Send lines to a lesson06-server and print its replies.
@@ -66,7 +67,19 @@ fn run() -> anyhow::Result<ExitCode> {
     if args.list {
         return list_abstract_names();
     }
-    let path = args.path.unwrap_or_else(|| Address::File(default_socket_dir().join(SOCKET_NAME)));
+    // ANCHOR: default_path
+    let path = match args.path {
+        // An explicit PATH is the user's choice.
+        Some(path) => path,
+        // A socket in a directory that someone else controls may be theirs, not our server's:
+        // check the default directory as the server does.
+        None => {
+            let dir = default_socket_dir();
+            check_private_dir(&dir)?;
+            Address::File(dir.join(SOCKET_NAME))
+        }
+    };
+    // ANCHOR_END: default_path
     let timeout = Duration::from_millis(args.timeout_ms);
     // ANCHOR: connect
     // Bounded: `connect_within` also leaves `timeout` set as the limit on each write.

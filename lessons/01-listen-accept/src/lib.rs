@@ -13,7 +13,9 @@ pub const SOCKET_NAME: &str = "lesson01.sock";
 ///
 /// `$XDG_RUNTIME_DIR` (usually `/run/user/<uid>`) is private to the user and emptied at logout:
 /// the place sockets belong. Without it, the uid in the name keeps users of a shared `/tmp`
-/// out of each other's way. Only the server creates the directory.
+/// from colliding by accident, and no more: anyone can create `/tmp/uds-course-1000` first,
+/// own it, and put their own socket in it (lesson 04 checks the directory's owner and mode).
+/// Only the server creates the directory.
 pub fn default_socket_dir() -> PathBuf {
     match env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
         Some(runtime) if runtime.is_absolute() => runtime.join("uds-course"),

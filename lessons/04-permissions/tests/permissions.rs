@@ -364,3 +364,62 @@ fn the_peer_uid_gid_and_real_pid_are_logged() {
     drop(stdin);
     assert!(child.wait().success());
 }
+
+/// Run the client with no PATH and `runtime` as XDG_RUNTIME_DIR, whose `uds-course` directory
+/// fails the check, and a listener of the test's own in it: the client exits 1 with `message`
+/// on stderr, and never connects.
+fn assert_the_client_refuses_the_default_dir(runtime: &TempDir, message: String) {
+    let dir = runtime.path().join("uds-course");
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("lesson04.sock"));
+    let listener = listener.expect("bind a socket in the default directory");
+    listener.set_nonblocking(true).expect("set non-blocking");
+    assert_cmd::Command::new(client())
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .write_stdin("hello\n")
+        .timeout(DEADLINE)
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(message);
+    let connected = listener.accept();
+    assert!(
+        connected.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the client connected: {connected:?}"
+    );
+}
+
+/// With no PATH the client checks the default directory as the server does: one that other
+/// users can enter is refused before `connect`.
+#[test]
+fn the_client_refuses_a_default_dir_open_to_others() {
+    let runtime = temp_dir();
+    let dir = runtime.path().join("uds-course");
+    fs::create_dir(&dir).expect("mkdir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod 755");
+    let message = format!(
+        "lesson04-client: check {d}: mode 0755 lets other users in; `chmod 700 {d}` if that is \
+         safe\n",
+        d = dir.display()
+    );
+    assert_the_client_refuses_the_default_dir(&runtime, message);
+}
+
+/// With no PATH the client refuses a default directory owned by someone else, who could have
+/// put any socket in it (root only: chown).
+#[test]
+fn the_client_refuses_a_default_dir_owned_by_another_user() {
+    if !is_root() {
+        return;
+    }
+    let runtime = temp_dir();
+    let dir = runtime.path().join("uds-course");
+    fs::create_dir(&dir).expect("mkdir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod 700");
+    let nobody = nobody_id("-u");
+    std::os::unix::fs::chown(&dir, Some(nobody), None).expect("chown to nobody");
+    let message = format!(
+        "lesson04-client: check {}: owned by uid {nobody}, not by us (uid 0)\n",
+        dir.display()
+    );
+    assert_the_client_refuses_the_default_dir(&runtime, message);
+}

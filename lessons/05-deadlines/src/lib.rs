@@ -1,16 +1,19 @@
-//! lesson05: what the server and the client agree on — where the socket lives by default, and
-//! how to `connect` and wait without waiting forever.
+//! lesson05: what the server and the client agree on — where the socket lives by default, when
+//! its directory can be trusted, and how to `connect` and wait without waiting forever.
 //!
 //! The binaries are the lesson: `src/bin/server.rs` and `src/bin/client.rs`.
 
-use std::env;
 use std::io::{self, ErrorKind};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use std::{env, fs};
 
+use anyhow::{Context, bail};
 use rustix::net::sockopt::{Timeout, set_socket_timeout};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::process::getuid;
 
 /// The file name of this lesson's socket inside [`default_socket_dir`].
 pub const SOCKET_NAME: &str = "lesson05.sock";
@@ -20,7 +23,9 @@ pub const SOCKET_NAME: &str = "lesson05.sock";
 ///
 /// `$XDG_RUNTIME_DIR` (usually `/run/user/<uid>`) is private to the user and emptied at logout:
 /// the place sockets belong. Without it, the uid in the name keeps users of a shared `/tmp`
-/// out of each other's way. Only the server creates the directory.
+/// from colliding by accident, and no more: anyone can create `/tmp/uds-course-1000` first,
+/// own it, and put their own socket in it. So both programs check the directory with
+/// [`check_private_dir`] before they use it. Only the server creates the directory.
 pub fn default_socket_dir() -> PathBuf {
     match env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
         Some(runtime) if runtime.is_absolute() => runtime.join("uds-course"),
@@ -28,6 +33,32 @@ pub fn default_socket_dir() -> PathBuf {
     }
 }
 // ANCHOR_END: default_dir
+
+// ANCHOR: check_dir
+/// Accept `dir` only if it is a directory of ours that nobody else may enter: then nobody else
+/// can reach a socket file in it, or put one there. The server checks the default directory
+/// after creating it; the client checks it before connecting to a socket in it.
+pub fn check_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let shown = dir.display();
+    // Whoever made it first decided its owner and mode: check, never assume. No symlinks:
+    // one could point a root-run server at a directory someone else controls.
+    let meta = fs::symlink_metadata(dir).with_context(|| format!("stat {shown}"))?;
+    let me = getuid().as_raw();
+    if !meta.is_dir() {
+        bail!("check {shown}: not a directory");
+    }
+    if meta.uid() != me {
+        bail!("check {shown}: owned by uid {}, not by us (uid {me})", meta.uid());
+    }
+    if meta.mode() & 0o077 != 0 {
+        bail!(
+            "check {shown}: mode {:04o} lets other users in; `chmod 700 {shown}` if that is safe",
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+// ANCHOR_END: check_dir
 
 // ANCHOR: bounded_connect
 /// `connect` to the socket file at `path`, giving up after `timeout` with a `timed out` error.

@@ -209,3 +209,60 @@ fn a_closed_stdout_stops_the_client_with_a_clear_error() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(stderr, "lesson06-client: write stdout: Broken pipe (os error 32)\n");
 }
+
+/// The client started with its stdin open and nothing typed yet, as at a terminal.
+fn client_at_a_terminal(path: &Path) -> uds_test_support::ChildGuard {
+    let child = std::process::Command::new(cargo_bin!("lesson06-client"))
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    uds_test_support::ChildGuard(child)
+}
+
+/// When the server refuses and closes first, the client prints the `error: ` line and exits 1
+/// at once, though its stdin is still open: it does not wait for a line nobody may type.
+#[test]
+fn the_client_exits_when_the_server_closes_first_while_stdin_is_open() {
+    let dir = temp_dir();
+    let (path, fake) = fake_server(dir.path(), |mut conn| {
+        conn.write_all(b"error: go away\n").expect("write");
+    });
+    let mut child = client_at_a_terminal(&path);
+    let _stdin = child.0.stdin.take().expect("the client's stdin"); // open, and nothing typed
+    let status = child.wait_within(DEADLINE).expect("the client is still waiting for stdin");
+    let mut stderr = String::new();
+    child.0.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
+    assert_eq!((status.code(), stderr.as_str()), (Some(1), "error: go away\n"));
+    fake.join().expect("fake server");
+}
+
+/// When the server closes first without a word, after answering the one line typed so far,
+/// the client says so and exits 1 at once, though its stdin is still open.
+#[test]
+fn the_client_exits_when_the_server_closes_first_without_a_word() {
+    let dir = temp_dir();
+    let (path, fake) = fake_server(dir.path(), |conn| {
+        let mut line = String::new();
+        BufReader::new(&conn).read_line(&mut line).expect("read a line");
+        (&conn).write_all(line.to_uppercase().as_bytes()).expect("write");
+    });
+    let mut child = client_at_a_terminal(&path);
+    let mut stdin = child.0.stdin.take().expect("the client's stdin");
+    writeln!(stdin, "only one").expect("type a line");
+    let status = child.wait_within(DEADLINE).expect("the client is still waiting for stdin");
+    let mut out = String::new();
+    child.0.stdout.take().expect("stdout").read_to_string(&mut out).expect("read stdout");
+    assert_eq!(out, "ONLY ONE\n");
+    let mut stderr = String::new();
+    child.0.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
+    let expected = format!(
+        "lesson06-client: read {}: the server closed the connection before the input ended\n",
+        path.display()
+    );
+    assert_eq!((status.code(), stderr), (Some(1), expected));
+    drop(stdin);
+    fake.join().expect("fake server");
+}

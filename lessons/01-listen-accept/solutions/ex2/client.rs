@@ -15,6 +15,8 @@ use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -65,31 +67,36 @@ fn run() -> anyhow::Result<ExitCode> {
         }
     };
     // ANCHOR_END: connect
-    // Read on a second thread while this one writes. Writing everything first would deadlock on
+    // Write on a second thread while this one reads. Writing everything first would deadlock on
     // a long input: the server blocks writing replies nobody reads, so it stops reading, and
     // our writes block in turn. It also makes an interactive session show each reply at once.
-    let read_half = stream.try_clone().with_context(|| format!("clone {}", path.display()))?;
-    let reader_path = path.clone();
-    let reader = thread::Builder::new()
-        .spawn(move || print_replies(read_half, &reader_path))
-        .with_context(|| format!("spawn a reader for {}", path.display()))?;
-    let sent = send_lines(&stream, &args.message, &path);
-    // ANCHOR: shutdown
-    // Half-close: the server reads EOF, answers the rest, and closes — our reader's EOF.
-    let shutdown = stream.shutdown(Shutdown::Write);
-    // ANCHOR_END: shutdown
-    let replies = reader.join().map_err(|_| anyhow!("the reader thread panicked"))?;
+    let write_half = stream.try_clone().with_context(|| format!("clone {}", path.display()))?;
+    // Set by the writer once it has sent all it will send.
+    let done = Arc::new(AtomicBool::new(false));
+    let from_stdin = args.message.is_empty();
+    let writer = {
+        let (path, done) = (path.clone(), Arc::clone(&done));
+        thread::Builder::new().spawn(move || send(&write_half, &args.message, &path, &done))
+    };
+    let writer = writer.with_context(|| format!("spawn a writer for {}", path.display()))?;
+    let mut replies = Replies { count: 0, refused: false };
+    let read = read_replies(&stream, &path, &mut replies);
     if replies.refused {
-        // The server's `error: ` line, already on stderr, says why. A write error after it
-        // (EPIPE: the server closed the connection) is only its echo.
+        // The server's `error: ` line, already on stderr, says why. A read or write error after
+        // it (the server closed the connection) is only its echo.
         return Ok(ExitCode::FAILURE);
     }
-    // The reader's failure first: when it stops (stdout closed, say), our writes fail too.
-    if let Some(err) = replies.failed {
-        return Err(err);
+    // A failed read (stdout closed, say) ends the conversation too; the writer ends with us.
+    read?;
+    // ANCHOR: closed_early
+    // The server closed while we were still sending stdin: it cut us off. Don't wait for the
+    // writer: it may be blocked reading the terminal, and would notice only when the next line
+    // is typed. Returning from `main` ends the process, and the writer with it.
+    if from_stdin && !done.load(Ordering::SeqCst) {
+        bail!("read {}: the server closed the connection before the input ended", path.display());
     }
-    let sent = sent?;
-    shutdown.with_context(|| format!("shutdown {}", path.display()))?;
+    // ANCHOR_END: closed_early
+    let sent = writer.join().map_err(|_| anyhow!("the writer thread panicked"))??;
     if replies.count < sent {
         bail!(
             "read {}: the server closed the connection after {} of {sent} replies",
@@ -98,6 +105,26 @@ fn run() -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The writer thread: send the lines, then half-close; returns how many lines it sent.
+fn send(
+    stream: &UnixStream,
+    messages: &[String],
+    path: &Path,
+    done: &AtomicBool,
+) -> anyhow::Result<usize> {
+    let sent = send_lines(stream, messages, path);
+    // Before the half-close: the server's EOF, which it causes, must find this set.
+    done.store(true, Ordering::SeqCst);
+    // ANCHOR: shutdown
+    // Half-close: the server reads EOF, answers the rest, and closes — the EOF `run` waits
+    // for. Even when sending failed (stdin unreadable, say): else both sides would wait.
+    let shutdown = stream.shutdown(Shutdown::Write);
+    // ANCHOR_END: shutdown
+    let sent = sent?;
+    shutdown.with_context(|| format!("shutdown {}", path.display()))?;
+    Ok(sent)
 }
 
 /// Send each MESSAGE as a line, or else each line of stdin as typed; returns how many lines.
@@ -120,28 +147,15 @@ fn send_lines(mut stream: &UnixStream, messages: &[String], path: &Path) -> anyh
     Ok(sent)
 }
 
-/// What the reader thread saw.
+/// The replies read so far.
 struct Replies {
     count: usize,
     /// The server answered with an `error: ` line (printed to stderr).
     refused: bool,
-    /// Reading stopped on this error instead of the server's EOF.
-    failed: Option<anyhow::Error>,
-}
-
-/// Print each reply line as it arrives, until the server closes the connection (EOF).
-fn print_replies(stream: UnixStream, path: &Path) -> Replies {
-    let mut replies = Replies { count: 0, refused: false, failed: None };
-    if let Err(err) = read_replies(&stream, path, &mut replies) {
-        // Stop our writer too: after this its next write fails at once, instead of blocking
-        // on a server that waits for us to read replies we no longer read.
-        let _ = stream.shutdown(Shutdown::Both); // ok to fail: the connection may be gone
-        replies.failed = Some(err);
-    }
-    replies
 }
 
 // ANCHOR: read_replies
+/// Print each reply line as it arrives, until the server closes the connection (EOF).
 fn read_replies(stream: &UnixStream, path: &Path, replies: &mut Replies) -> anyhow::Result<()> {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();

@@ -330,28 +330,10 @@ fn signal_name(signal: i32) -> &'static str {
 /// and closed to everyone else. It is the second lock on the socket: nobody else can even
 /// reach the socket file, whatever its mode (and some BSDs ignore a socket file's mode).
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    let shown = dir.display();
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(err) => return Err(err).with_context(|| format!("create {shown}")),
-    }
-    // Whoever made it first decided its owner and mode: check, never assume. No symlinks:
-    // one could point a root-run server at a directory someone else controls.
-    let meta = fs::symlink_metadata(dir).with_context(|| format!("stat {shown}"))?;
-    let me = getuid().as_raw();
-    if !meta.is_dir() {
-        bail!("check {shown}: not a directory");
-    }
-    if meta.uid() != me {
-        bail!("check {shown}: owned by uid {}, not by us (uid {me})", meta.uid());
-    }
-    if meta.mode() & 0o077 != 0 {
-        bail!(
-            "check {shown}: mode {:04o} lets other users in; `chmod 700 {shown}` if that is safe",
-            meta.mode() & 0o7777
-        );
-    }
-    Ok(())
+    let created = fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
+    created.with_context(|| format!("create {}", dir.display()))?;
+    // It may have been there already, made by anyone: lib.rs checks it, as the client does.
+    lesson06::check_private_dir(dir)
 }
 // ANCHOR_END: private_dir
 

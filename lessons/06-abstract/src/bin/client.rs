@@ -19,7 +19,7 @@
 use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::process::{self, ExitCode};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
@@ -29,7 +29,8 @@ use anyhow::{Context, anyhow, bail};
 use clap::Parser;
 use clap::builder::{OsStringValueParser, TypedValueParser};
 use lesson06::{
-    Address, SOCKET_NAME, connect_within, default_socket_dir, parse_timeout_ms, timed_out,
+    Address, SOCKET_NAME, check_private_dir, connect_within, default_socket_dir, parse_timeout_ms,
+    timed_out,
 };
 
 /// Send lines to a lesson06-server and print its replies.
@@ -59,7 +60,19 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
-    let path = args.path.unwrap_or_else(|| Address::File(default_socket_dir().join(SOCKET_NAME)));
+    // ANCHOR: default_path
+    let path = match args.path {
+        // An explicit PATH is the user's choice.
+        Some(path) => path,
+        // A socket in a directory that someone else controls may be theirs, not our server's:
+        // check the default directory as the server does.
+        None => {
+            let dir = default_socket_dir();
+            check_private_dir(&dir)?;
+            Address::File(dir.join(SOCKET_NAME))
+        }
+    };
+    // ANCHOR_END: default_path
     let timeout = Duration::from_millis(args.timeout_ms);
     // ANCHOR: connect
     // Bounded: `connect_within` also leaves `timeout` set as the limit on each write.
@@ -67,38 +80,37 @@ fn run() -> anyhow::Result<ExitCode> {
     // ANCHOR_END: connect
     // And on each read: the clone below shares this socket, and so its timeouts.
     stream.set_read_timeout(Some(timeout)).with_context(|| format!("set a timeout on {path}"))?;
-    // Read on a second thread while this one writes. Writing everything first would deadlock on
+    // Write on a second thread while this one reads. Writing everything first would deadlock on
     // a long input: the server blocks writing replies nobody reads, so it stops reading, and
     // our writes block in turn. It also makes an interactive session show each reply at once.
-    let read_half = stream.try_clone().with_context(|| format!("clone {path}"))?;
-    let reader_path = path.clone();
+    let write_half = stream.try_clone().with_context(|| format!("clone {path}"))?;
     // The MESSAGEs are owed their replies from the start: they are sent without waiting.
     let owed = AtomicUsize::new(args.message.len());
     let progress = Arc::new(Progress { lines: owed, done: AtomicBool::new(false) });
-    let reader_progress = Arc::clone(&progress);
     let from_stdin = args.message.is_empty();
-    let reader = thread::Builder::new()
-        .spawn(move || print_replies(read_half, &reader_path, &reader_progress, from_stdin))
-        .with_context(|| format!("spawn a reader for {path}"))?;
-    let sent = send_lines(&stream, &args.message, &path, &progress);
-    // Before the half-close: the server's EOF, which it causes, must find this set.
-    progress.done.store(true, Ordering::SeqCst);
-    // ANCHOR: shutdown
-    // Half-close: the server reads EOF, answers the rest, and closes — our reader's EOF.
-    let shutdown = stream.shutdown(Shutdown::Write);
-    // ANCHOR_END: shutdown
-    let replies = reader.join().map_err(|_| anyhow!("the reader thread panicked"))?;
+    let writer = {
+        let (path, progress) = (path.clone(), Arc::clone(&progress));
+        thread::Builder::new().spawn(move || send(&write_half, &args.message, &path, &progress))
+    };
+    let writer = writer.with_context(|| format!("spawn a writer for {path}"))?;
+    let mut replies = Replies { count: 0, refused: false };
+    let read = read_replies(&stream, &path, &progress, &mut replies);
     if replies.refused {
-        // The server's `error: ` line, already on stderr, says why. A write error after it
-        // (EPIPE: the server closed the connection) is only its echo.
+        // The server's `error: ` line, already on stderr, says why. A read or write error after
+        // it (the server closed the connection) is only its echo.
         return Ok(ExitCode::FAILURE);
     }
-    // The reader's failure first: when it stops (stdout closed, say), our writes fail too.
-    if let Some(err) = replies.failed {
-        return Err(err);
+    // A failed read (stdout closed, say) ends the conversation too; the writer ends with us.
+    read?;
+    // ANCHOR: closed_early
+    // The server closed while we were still sending stdin: it cut us off. Don't wait for the
+    // writer: it may be blocked reading the terminal, and would notice only when the next line
+    // is typed. Returning from `main` ends the process, and the writer with it.
+    if from_stdin && !progress.done.load(Ordering::SeqCst) {
+        bail!("read {path}: the server closed the connection before the input ended");
     }
-    let sent = sent?;
-    shutdown.with_context(|| format!("shutdown {path}"))?;
+    // ANCHOR_END: closed_early
+    let sent = writer.join().map_err(|_| anyhow!("the writer thread panicked"))??;
     if replies.count < sent {
         bail!(
             "read {path}: the server closed the connection after {} of {sent} replies",
@@ -122,6 +134,26 @@ impl Progress {
     fn owes(&self, replies: usize) -> bool {
         self.done.load(Ordering::SeqCst) || self.lines.load(Ordering::SeqCst) > replies
     }
+}
+
+/// The writer thread: send the lines, then half-close; returns how many lines it sent.
+fn send(
+    stream: &UnixStream,
+    messages: &[String],
+    path: &Address,
+    progress: &Progress,
+) -> anyhow::Result<usize> {
+    let sent = send_lines(stream, messages, path, progress);
+    // Before the half-close: the server's EOF, which it causes, must find this set.
+    progress.done.store(true, Ordering::SeqCst);
+    // ANCHOR: shutdown
+    // Half-close: the server reads EOF, answers the rest, and closes — the EOF `run` waits
+    // for. Even when sending failed (stdin unreadable, say): else both sides would wait.
+    let shutdown = stream.shutdown(Shutdown::Write);
+    // ANCHOR_END: shutdown
+    let sent = sent?;
+    shutdown.with_context(|| format!("shutdown {path}"))?;
+    Ok(sent)
 }
 
 /// Send each MESSAGE as a line, or else each line of stdin as typed; returns how many lines.
@@ -152,50 +184,15 @@ fn send_lines(
     Ok(sent)
 }
 
-/// What the reader thread saw.
+/// The replies read so far.
 struct Replies {
     count: usize,
     /// The server answered with an `error: ` line (printed to stderr).
     refused: bool,
-    /// Reading stopped on this error instead of the server's EOF.
-    failed: Option<anyhow::Error>,
-}
-
-/// Print each reply line as it arrives, until the server closes the connection (EOF).
-fn print_replies(
-    stream: UnixStream,
-    path: &Address,
-    progress: &Progress,
-    from_stdin: bool,
-) -> Replies {
-    let mut replies = Replies { count: 0, refused: false, failed: None };
-    if let Err(err) = read_replies(&stream, path, progress, &mut replies) {
-        // Stop our writer too: after this its next write fails at once, instead of blocking
-        // on a server that waits for us to read replies we no longer read.
-        let _ = stream.shutdown(Shutdown::Both); // ok to fail: the connection may be gone
-        replies.failed = Some(err);
-    }
-    // ANCHOR: closed_early
-    // The server has closed before we finished sending: it cut us off (a limit, a refusal).
-    // The writer may be blocked reading the terminal, and would notice only when the next line
-    // is typed and its write fails. The conversation is over, so end it from here, with the
-    // same message and exit code the main thread would give. Every reply is already printed and
-    // flushed, and `process::exit` skips only destructors that have nothing left to do.
-    if from_stdin && !progress.done.load(Ordering::SeqCst) {
-        if let Some(err) = &replies.failed {
-            eprintln!("lesson06-client: {err:#}");
-        } else if !replies.refused {
-            eprintln!(
-                "lesson06-client: read {path}: the server closed the connection before the input ended"
-            );
-        }
-        process::exit(1);
-    }
-    // ANCHOR_END: closed_early
-    replies
 }
 
 // ANCHOR: read_replies
+/// Print each reply line as it arrives, until the server closes the connection (EOF).
 fn read_replies(
     stream: &UnixStream,
     path: &Address,

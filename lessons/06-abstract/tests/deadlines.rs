@@ -323,6 +323,41 @@ fn a_client_that_never_reads_is_cut_off_by_the_write_timeout() {
     drop(greedy);
 }
 
+/// A client that reads its replies slowly but steadily (64 KiB every 100 ms) is cut off at the
+/// idle timeout (300 ms) once one reply (1 MiB) takes longer than that to go out: the deadline
+/// covers each exchange, a line in and its reply out. A timeout on each `write` would not do:
+/// each wait for room is short, so the connection would be held for as long as the client
+/// likes. Others are served meanwhile.
+#[test]
+fn a_client_that_reads_too_slowly_is_cut_off_at_the_idle_timeout() {
+    let dir = temp_dir();
+    let args = ["--idle-timeout-ms", "300", "--max-line", "2000000"];
+    let (path, mut server) = start(dir.path(), &args);
+    let slow = connect(&path);
+    let line = [b"x".repeat(1 << 20), b"\n".to_vec()].concat().repeat(5);
+    let writer = slow.try_clone().expect("clone the connection");
+    // Its own thread: once the replies back up the server stops reading, and this blocks. It
+    // ends with an error (EPIPE, a reset) when the server cuts the connection.
+    let sender = thread::spawn(move || drop((&writer).write_all(&line)));
+    let started = Instant::now();
+    let (stop, stopped) = mpsc::channel::<()>();
+    let reader = thread::spawn(move || {
+        let mut chunk = vec![0; 64 << 10];
+        while stopped.recv_timeout(Duration::from_millis(100)).is_err() {
+            if matches!((&slow).read(&mut chunk), Ok(0) | Err(_)) {
+                break;
+            }
+        }
+    });
+    assert_eq!(exchange(&path, b"meanwhile\n"), b"MEANWHILE\n");
+    server.wait_for_line("lesson06-server: connection 1: write: timed out");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(300) + SLACK, "cut off after {elapsed:?}");
+    drop(stop);
+    reader.join().expect("the slow reader");
+    sender.join().expect("the sender");
+}
+
 /// `--idle-timeout-ms` defaults to 30000 and `--max-line` to 65536.
 #[test]
 fn the_limits_default_to_30000_ms_and_65536_bytes() {

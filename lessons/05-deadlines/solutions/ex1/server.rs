@@ -10,7 +10,7 @@
 //! Run: `cargo run --bin lesson05-server` prints `listening on PATH`; then, in another terminal,
 //! `cargo run --bin lesson05-client -- PATH hello` or `nc -NU PATH`. Partner: client.rs.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -480,25 +480,44 @@ enum Stop {
 
 /// Answer each line until EOF, or until the client oversteps a limit.
 fn answer_lines(stream: &UnixStream, limits: Limits) -> anyhow::Result<Stop> {
-    // A client that sends lines and never reads the replies fills both socket buffers, and
-    // then our `write` blocks for good: the idle timeout bounds each write too.
-    stream.set_write_timeout(Some(limits.idle)).context("set the write timeout")?;
-    let closes_at = limits.max_age.map(|age| Instant::now() + age);
-    let mut reader = LineReader { stream, limits, pending: Vec::new(), closes_at };
-    // `&UnixStream` is both Read and Write: one socket carries both directions (full duplex).
-    let mut writer = stream;
+    let mut reader = BufReader::new(Deadline { stream, at: Instant::now() });
     let mut line = Vec::new();
     let mut lines = 0;
+    let closes_at = limits.max_age.map(|age| Instant::now() + age);
     loop {
-        match reader.next_line(&mut line).context("read")? {
-            Next::Line => {}
-            Next::Eof => return Ok(Stop::Eof(lines)),
-            Next::Limit(reason) => return Ok(Stop::Limit(reason)),
+        // One deadline for each exchange, the line in and its reply out: see `Deadline`.
+        // Two deadlines, and the earlier one decides: the exchange's and the connection's.
+        let exchange_deadline = Instant::now() + limits.idle;
+        let deadline = closes_at.map_or(exchange_deadline, |at| at.min(exchange_deadline));
+        reader.get_mut().at = deadline;
+        line.clear();
+        // read_until, not read_line: a client may send bytes that are not UTF-8. `take` stops
+        // it after `max_line + 1` bytes, so a line that never ends cannot fill our memory.
+        let longest = limits.max_line as u64 + 1;
+        match (&mut reader).take(longest).read_until(b'\n', &mut line) {
+            Ok(0) => return Ok(Stop::Eof(lines)),
+            Ok(_) if line.len() > limits.max_line && !line.ends_with(b"\n") => {
+                let reason = format!("line longer than {} bytes", limits.max_line);
+                return Ok(Stop::Limit(reason));
+            }
+            Ok(_) => {}
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                let reason = match limits.max_age {
+                    Some(age) if deadline < exchange_deadline => {
+                        format!("connection older than {} ms", age.as_millis())
+                    }
+                    _ => format!("no complete line in {} ms", limits.idle.as_millis()),
+                };
+                return Ok(Stop::Limit(reason));
+            }
+            Err(err) => return Err(err).context("read"),
         }
         if !line.ends_with(b"\n") {
             line.push(b'\n'); // a last line without a newline is answered too
         }
         line.make_ascii_uppercase();
+        // A line that came in time is answered: its reply keeps the exchange's deadline.
+        let mut writer = Deadline { stream, at: exchange_deadline };
         writer.write_all(&line).map_err(timed_out).context("write")?;
         lines += 1;
     }
@@ -515,89 +534,44 @@ struct Limits {
     max_age: Option<Duration>,
 }
 
-/// The most one `read` takes in.
-const CHUNK: usize = 4096;
-
-/// Reads a connection line by line, within the limits: each line at most `max_line` bytes
-/// (not counting its newline), and complete within `idle` of when we start waiting for it.
+/// A connection that gives up at a deadline: each `read` and `write` may wait only for the
+/// time left until `at`, and fails with `TimedOut` once none is left.
 ///
-/// `BufReader::read_until` knows neither limit. It appends until a newline comes, so a client
-/// that sends gigabytes without one fills our memory. And a read timeout (SO_RCVTIMEO) bounds
-/// each `read` *call*, not a line: a client that sends one byte before each timeout expires
-/// would keep its connection, and our thread, forever. So the deadline here belongs to the
-/// line, and before each `read` the timeout is set to the time left until it.
-struct LineReader<'a> {
+/// A socket timeout (SO_RCVTIMEO, SO_SNDTIMEO) bounds each *call*, not a line or a reply: a
+/// client that sends one byte before each timeout expires, or reads one, keeps its connection
+/// and our thread for ever. So before each call the timeout is set to the time left.
+struct Deadline<'a> {
     stream: &'a UnixStream,
-    limits: Limits,
-    /// Read but not handed out yet: the start of the next line, or more than one line. Never
-    /// more than `max_line + 1` bytes: one longest line and its newline.
-    pending: Vec<u8>,
-    /// When the connection reaches its maximum age, if it has one.
-    closes_at: Option<Instant>,
+    at: Instant,
 }
 
-/// What `LineReader::next_line` found.
-enum Next {
-    /// A line, now in the caller's buffer; it ends in `\n` unless it was the last before EOF.
-    Line,
-    /// EOF where a new line would start: the client has finished.
-    Eof,
-    /// A limit was hit: the reason, for the client's `error: ` line.
-    Limit(String),
-}
-
-impl LineReader<'_> {
-    fn next_line(&mut self, line: &mut Vec<u8>) -> io::Result<Next> {
-        // Two deadlines, and the earlier one decides: the line's and the connection's.
-        let line_deadline = Instant::now() + self.limits.idle;
-        let deadline = self.closes_at.map_or(line_deadline, |at| at.min(line_deadline));
-        // How much of `pending` is known to hold no newline: each byte is looked at once.
-        let mut searched = 0;
-        loop {
-            if let Some(at) = self.pending[searched..].iter().position(|&byte| byte == b'\n') {
-                line.clear();
-                line.extend(self.pending.drain(..=searched + at));
-                return Ok(Next::Line);
-            }
-            searched = self.pending.len();
-            // No newline in `max_line + 1` bytes: too long, whatever comes next.
-            if self.pending.len() > self.limits.max_line {
-                let reason = format!("line longer than {} bytes", self.limits.max_line);
-                return Ok(Next::Limit(reason));
-            }
-            // A zero timeout means "none" to the kernel (std rejects it): stop at zero.
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let reason = match self.limits.max_age {
-                    Some(age) if deadline < line_deadline => {
-                        format!("connection older than {} ms", age.as_millis())
-                    }
-                    _ => format!("no complete line in {} ms", self.limits.idle.as_millis()),
-                };
-                return Ok(Next::Limit(reason));
-            }
-            self.stream.set_read_timeout(Some(left))?;
-            // Never more than the rest of a longest line: this is what bounds our memory.
-            let room = (self.limits.max_line - self.pending.len()).saturating_add(1).min(CHUNK);
-            let mut chunk = [0; CHUNK];
-            let mut stream = self.stream;
-            match stream.read(&mut chunk[..room]) {
-                Ok(0) if self.pending.is_empty() => return Ok(Next::Eof),
-                Ok(0) => {
-                    line.clear();
-                    line.append(&mut self.pending);
-                    return Ok(Next::Line);
-                }
-                Ok(read) => self.pending.extend_from_slice(&chunk[..read]),
-                // The timeout (std's WouldBlock), or a signal: the deadline above decides.
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
-                Err(err) => return Err(err),
-            }
+impl Deadline<'_> {
+    fn left(&self) -> io::Result<Duration> {
+        // A zero timeout means "none" to the kernel (std rejects it): stop at zero.
+        match self.at.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(left),
+            _ => Err(io::Error::new(ErrorKind::TimedOut, "timed out")),
         }
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        // At most 64 KiB a call: Linux queues a long write as several messages and waits for
+        // room before each with the *whole* timeout, so one big `write` could outlast it.
+        self.stream.write(&buf[..buf.len().min(64 << 10)])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(()) // a socket has no buffer of ours to flush
     }
 }
 // ANCHOR_END: deadline

@@ -102,6 +102,13 @@ impl Address {
     }
 }
 
+impl Address {
+    /// The address as messages show it, the path or `@name`: `display()`, as for a `Path`.
+    pub fn display(&self) -> &Address {
+        self
+    }
+}
+
 /// The address as the server's messages and `listening on` show it: the path, or `@name`.
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,11 +1,9 @@
 //! lesson06-client: send lines to a server, print each reply as it arrives.
 //!
 //! The one idea: PATH may be `@name`, a name in Linux's abstract namespace, and the client
-//! connects to it exactly as to a socket file. With no file, a name nobody holds is
-//! "Connection refused", never "No such file or directory".
-//!
-//! `--timeout-ms` bounds `connect`, each write and each wait for a reply; when one passes the
-//! client says `timed out` and exits 1.
+//! connects to it as to a socket file. With no file, a name nobody holds is "Connection
+//! refused", never "No such file or directory". (`--timeout-ms`, from lesson 05, bounds
+//! `connect`, each write and each wait for a reply.)
 //!
 //! A client is `connect` to the server's address, then plain reads and writes. When it has
 //! nothing more to send it *half-closes* (`shutdown(Write)`: "no more from me, but I am still
@@ -76,14 +74,17 @@ fn run() -> anyhow::Result<ExitCode> {
     let timeout = Duration::from_millis(args.timeout_ms);
     // ANCHOR: connect
     // Bounded: `connect_within` also leaves `timeout` set as the limit on each write.
-    let stream = connect_within(&path, timeout).with_context(|| format!("connect {path}"))?;
+    let stream =
+        connect_within(&path, timeout).with_context(|| format!("connect {}", path.display()))?;
     // ANCHOR_END: connect
     // And on each read: the clone below shares this socket, and so its timeouts.
-    stream.set_read_timeout(Some(timeout)).with_context(|| format!("set a timeout on {path}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .with_context(|| format!("set a timeout on {}", path.display()))?;
     // Write on a second thread while this one reads. Writing everything first would deadlock on
     // a long input: the server blocks writing replies nobody reads, so it stops reading, and
     // our writes block in turn. It also makes an interactive session show each reply at once.
-    let write_half = stream.try_clone().with_context(|| format!("clone {path}"))?;
+    let write_half = stream.try_clone().with_context(|| format!("clone {}", path.display()))?;
     // The MESSAGEs are owed their replies from the start: they are sent without waiting.
     let owed = AtomicUsize::new(args.message.len());
     let progress = Arc::new(Progress { lines: owed, done: AtomicBool::new(false) });
@@ -92,7 +93,7 @@ fn run() -> anyhow::Result<ExitCode> {
         let (path, progress) = (path.clone(), Arc::clone(&progress));
         thread::Builder::new().spawn(move || send(&write_half, &args.message, &path, &progress))
     };
-    let writer = writer.with_context(|| format!("spawn a writer for {path}"))?;
+    let writer = writer.with_context(|| format!("spawn a writer for {}", path.display()))?;
     let mut replies = Replies { count: 0, refused: false };
     let read = read_replies(&stream, &path, &progress, &mut replies);
     if replies.refused {
@@ -107,13 +108,14 @@ fn run() -> anyhow::Result<ExitCode> {
     // writer: it may be blocked reading the terminal, and would notice only when the next line
     // is typed. Returning from `main` ends the process, and the writer with it.
     if from_stdin && !progress.done.load(Ordering::SeqCst) {
-        bail!("read {path}: the server closed the connection before the input ended");
+        bail!("read {}: the server closed the connection before the input ended", path.display());
     }
     // ANCHOR_END: closed_early
     let sent = writer.join().map_err(|_| anyhow!("the writer thread panicked"))??;
     if replies.count < sent {
         bail!(
-            "read {path}: the server closed the connection after {} of {sent} replies",
+            "read {}: the server closed the connection after {} of {sent} replies",
+            path.display(),
             replies.count
         );
     }
@@ -152,7 +154,7 @@ fn send(
     let shutdown = stream.shutdown(Shutdown::Write);
     // ANCHOR_END: shutdown
     let sent = sent?;
-    shutdown.with_context(|| format!("shutdown {path}"))?;
+    shutdown.with_context(|| format!("shutdown {}", path.display()))?;
     Ok(sent)
 }
 
@@ -164,7 +166,10 @@ fn send_lines(
     progress: &Progress,
 ) -> anyhow::Result<usize> {
     let mut send = |line: &[u8]| {
-        stream.write_all(line).map_err(timed_out).with_context(|| format!("write {path}"))
+        stream
+            .write_all(line)
+            .map_err(timed_out)
+            .with_context(|| format!("write {}", path.display()))
     };
     if !messages.is_empty() {
         for message in messages {
@@ -218,11 +223,11 @@ fn read_replies(
             }
         };
         // ANCHOR_END: reply_timeout
-        if read.with_context(|| format!("read {path}"))? == 0 && line.is_empty() {
+        if read.with_context(|| format!("read {}", path.display()))? == 0 && line.is_empty() {
             return Ok(()); // EOF: the server closed its end
         }
         if !line.ends_with(b"\n") {
-            bail!("read {path}: the server closed the connection mid-reply");
+            bail!("read {}: the server closed the connection mid-reply", path.display());
         }
         replies.count += 1;
         // A refusal can never be an upper-cased echo: `error: ` is lower case.

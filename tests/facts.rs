@@ -6,6 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
+use std::net::Shutdown;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
@@ -100,15 +101,17 @@ fn a_client_queued_when_the_listener_closes_reads_econnreset_then_eof() {
     assert_eq!(queued.read(&mut [0; 16]).expect("the second read"), 0, "EOF");
 }
 
-/// Proves "EPIPE follows any close by the peer": the peer read everything and closed, and a
-/// write fails with EPIPE (BrokenPipe), as an error, the process alive.
+/// Proves "EPIPE follows any close by the peer, or its shutdown for reading": the peer read
+/// everything first, and a write fails with EPIPE (BrokenPipe), as an error, the process alive.
 #[test]
 fn a_write_after_the_peer_closed_with_nothing_unread_fails_with_epipe() {
     let (mut ours, mut theirs) = UnixStream::pair().expect("socketpair");
     theirs.set_read_timeout(Some(DEADLINE)).expect("read timeout");
     ours.write_all(b"hello\n").expect("the first write");
-    let mut line = [0; 6];
-    theirs.read_exact(&mut line).expect("the peer reads it all");
+    theirs.read_exact(&mut [0; 6]).expect("the peer reads it all");
+    theirs.shutdown(Shutdown::Read).expect("shutdown(Read)");
+    let err = ours.write_all(b"again\n").expect_err("a write after the peer's shutdown(Read)");
+    assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{err}");
     drop(theirs);
     let err = ours.write_all(b"again\n").expect_err("a write after the close");
     assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{err}");

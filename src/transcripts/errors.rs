@@ -48,7 +48,8 @@ const ENTRIES: &[Entry] = &[
     Entry {
         errno: "`ECONNREFUSED`",
         anchor: "econnrefused",
-        cause: "nobody listens on the socket file: it is *stale*",
+        cause: "no socket listens on the socket file: it is *stale* (or bound, not listening \
+                yet)",
         reproduce: "`lesson01-client app.sock hello` after the server died",
         fix: "start the server, which can remove a stale file itself \
               ([lesson 02](../lessons/02-stale-socket.md))",
@@ -81,8 +82,9 @@ const ENTRIES: &[Entry] = &[
     Entry {
         errno: "`EPIPE`",
         anchor: "epipe",
-        cause: "a write after the peer closed; Rust gets this error, not a deadly SIGPIPE",
-        reproduce: "`lesson01-server app.sock` with its stdout a closed pipe",
+        cause: "a write after the peer closed, whether or not it left data unread; Rust gets \
+                this error, not a deadly SIGPIPE",
+        reproduce: "`lesson01-client app.sock` writing after the server closed the connection",
         fix: "end that connection, keep serving the others",
         provoke: broken_pipe,
     },
@@ -235,10 +237,12 @@ fn no_device(stage: &Stage) -> anyhow::Result<io::Error> {
     failure(OpenOptions::new().write(true).open(stale(&path)?), "open a socket file")
 }
 
+/// A socket whose peer closed with nothing unread: any close of the peer makes a write fail.
 fn broken_pipe(_: &Stage) -> anyhow::Result<io::Error> {
     let (ours, theirs) = UnixStream::pair().context("socketpair")?;
     drop(theirs);
-    // std sends with MSG_NOSIGNAL: no SIGPIPE, whatever its disposition, only EPIPE.
+    // No SIGPIPE kills us: the runtime ignores it before `main`, and since Rust 1.90 std also
+    // sends with MSG_NOSIGNAL (rust#140005). The write fails with EPIPE.
     failure((&ours).write(b"hello\n"), "write to a closed peer")
 }
 

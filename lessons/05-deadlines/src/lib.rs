@@ -64,8 +64,9 @@ pub fn check_private_dir(dir: &Path) -> anyhow::Result<()> {
 /// `connect` to the socket file at `path`, giving up after `timeout` with a `timed out` error.
 /// The timeout stays set on the stream as its send timeout: it bounds every write too.
 ///
-/// `UnixStream::connect` can wait forever: while a server's accept queue (its backlog) is full,
-/// `connect` sleeps until the server accepts someone, and a hung server never does. std has no
+/// On Linux `UnixStream::connect` can wait forever: while a server's accept queue (its
+/// backlog) is full, `connect` sleeps until the server accepts someone, and a hung server
+/// never does (macOS and the BSDs refuse at once instead). std has no
 /// `connect_timeout` for Unix sockets. The recipe that works for TCP — a non-blocking
 /// `connect`, then poll(2) until the socket is writable — does not work here: on Linux a
 /// non-blocking `connect` to a full Unix listener fails at once with EAGAIN and leaves nothing

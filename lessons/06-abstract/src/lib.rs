@@ -138,8 +138,9 @@ pub fn peer_credentials(stream: &UnixStream) -> io::Result<Peer> {
     Ok(Peer { uid: peer.uid(), gid: peer.gid(), pid: peer.pid() })
 }
 
-/// macOS and the BSDs have no SO_PEERCRED (they have getpeereid(3), without the pid), and no
-/// abstract namespace: the lesson compiles there, and says why it cannot run.
+/// Elsewhere the peer's credentials take other calls (macOS LOCAL_PEERCRED and LOCAL_PEERPID,
+/// FreeBSD LOCAL_PEERCRED, OpenBSD its own SO_PEERCRED), and there is no abstract namespace:
+/// the lesson compiles there, and says why it cannot run.
 #[cfg(not(target_os = "linux"))]
 pub fn peer_credentials(_stream: &UnixStream) -> io::Result<Peer> {
     Err(linux_only("SO_PEERCRED"))
@@ -156,8 +157,9 @@ pub fn linux_only(feature: &str) -> io::Error {
 /// `connect` to `address`, giving up after `timeout` with a `timed out` error.
 /// The timeout stays set on the stream as its send timeout: it bounds every write too.
 ///
-/// `UnixStream::connect` can wait forever: while a server's accept queue (its backlog) is full,
-/// `connect` sleeps until the server accepts someone, and a hung server never does. std has no
+/// On Linux `UnixStream::connect` can wait forever: while a server's accept queue (its
+/// backlog) is full, `connect` sleeps until the server accepts someone, and a hung server
+/// never does (macOS and the BSDs refuse at once instead). std has no
 /// `connect_timeout` for Unix sockets. The recipe that works for TCP — a non-blocking
 /// `connect`, then poll(2) until the socket is writable — does not work here: on Linux a
 /// non-blocking `connect` to a full Unix listener fails at once with EAGAIN and leaves nothing

@@ -593,7 +593,7 @@ impl FakeServer {
 }
 
 /// An abstract name (without its `@`) that no other test uses, in this process or another
-/// test binary running at the same time: the namespace is shared by the whole machine.
+/// test binary running at the same time: the namespace is shared by the whole network namespace.
 pub fn abstract_name(label: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);

@@ -3,7 +3,7 @@
 //!
 //! The one idea: a socket file whose server has died is *stale* — nothing accepts on it — and
 //! it blocks `bind`. Before binding, knock: `connect` to whatever is at the path. Refused means
-//! stale, so remove it; an answer means a live server, so refuse to start; anything that is
+//! stale (on Linux), so remove it; an answer means a live server, so refuse to start; anything that is
 //! not a socket is not ours to delete, so leave it alone.
 //!
 //! Run: `cargo run --bin lesson02-server` prints `listening on PATH`; then, in another terminal,
@@ -146,11 +146,12 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
     if !meta.file_type().is_socket() {
         bail!("probe {}: not a socket; left untouched", path.display());
     }
-    // A live server whose backlog is full makes this connect wait, not fail, until it gets
-    // round to accepting; lesson 05 puts a deadline on connect.
+    // On Linux a live server whose backlog is full makes this connect wait, not fail, until
+    // it gets round to accepting; lesson 05 puts a deadline on connect.
     match UnixStream::connect(path) {
         Ok(_) => bail!("probe {}: is in use by a running server", path.display()),
-        // ECONNREFUSED: a socket file nobody listens on any more, the mark of a stale one.
+        // ECONNREFUSED: nobody listens on the file any more, on Linux the mark of a stale one
+        // (macOS and the BSDs refuse a live server whose backlog is full, too).
         Err(err) if err.kind() == ErrorKind::ConnectionRefused => {
             // No other server can have bound a fresh socket here since our knock: `run`
             // holds the lock file (see `lock_socket_path`), and every server takes it first.

@@ -298,11 +298,12 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
     if !meta.file_type().is_socket() {
         bail!("probe {}: not a socket; left untouched", path.display());
     }
-    // A live server whose backlog is full makes this connect wait, not fail, until it gets
-    // round to accepting; lesson 05 puts a deadline on connect.
+    // On Linux a live server whose backlog is full makes this connect wait, not fail, until
+    // it gets round to accepting; lesson 05 puts a deadline on connect.
     match UnixStream::connect(path) {
         Ok(_) => bail!("probe {}: is in use by a running server", path.display()),
-        // ECONNREFUSED: a socket file nobody listens on any more, the mark of a stale one.
+        // ECONNREFUSED: nobody listens on the file any more, on Linux the mark of a stale one
+        // (macOS and the BSDs refuse a live server whose backlog is full, too).
         Err(err) if err.kind() == ErrorKind::ConnectionRefused => {
             // Two servers started at the same instant can both find the file stale, and the
             // second then removes the first one's fresh socket. A lock file held with flock(2)

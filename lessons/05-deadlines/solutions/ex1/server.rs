@@ -401,9 +401,9 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
     if !meta.file_type().is_socket() {
         bail!("probe {}: not a socket; left untouched", path.display());
     }
-    // A live server whose backlog is full makes a plain `connect` wait, not fail, until it
-    // gets round to accepting — forever, if it is hung. Bounded, a timeout still answers the
-    // question: someone holds the listening socket, so the file is not stale.
+    // On Linux a live server whose backlog is full makes a plain `connect` wait, not fail,
+    // until it gets round to accepting — forever, if it is hung. Bounded, a timeout still
+    // answers the question: someone holds the listening socket, so the file is not stale.
     match connect_within(path, PROBE_TIMEOUT) {
         Ok(_) => bail!("probe {}: is in use by a running server", path.display()),
         Err(err) if err.kind() == ErrorKind::TimedOut => bail!(
@@ -411,7 +411,8 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
             path.display(),
             PROBE_TIMEOUT.as_millis()
         ),
-        // ECONNREFUSED: a socket file nobody listens on any more, the mark of a stale one.
+        // ECONNREFUSED: nobody listens on the file any more, on Linux the mark of a stale one
+        // (macOS and the BSDs refuse a live server whose backlog is full, too).
         Err(err) if err.kind() == ErrorKind::ConnectionRefused => {
             // Two servers started at the same instant can both find the file stale, and the
             // second then removes the first one's fresh socket. A lock file held with flock(2)
@@ -579,8 +580,9 @@ impl Write for Deadline<'_> {
 // ANCHOR: refuse
 /// Answer `error: REASON` and end the connection cleanly: shut down our side (the client
 /// reads the line, then EOF), then read and discard what it still sends, for up to a second.
-/// Closing with its lines unread would reset the connection: a client still writing would
-/// stop at EPIPE before it reads our line, and one that reads would get ECONNRESET, not EOF.
+/// Closing at once would cut the client short: one still writing stops at EPIPE (any close
+/// does that) before it reads our line, and as its lines lie unread the close is a reset:
+/// one that reads gets ECONNRESET, not our line and EOF.
 fn refuse(stream: &UnixStream, reason: &str) -> anyhow::Result<()> {
     let (mut writer, mut reader) = (stream, stream);
     // One `write` for the whole line (`writeln!` on a socket makes one per piece), so a client

@@ -2,8 +2,8 @@
 //!
 //! The one idea: a socket file whose server has died is *stale* — nothing accepts on it — and
 //! it blocks `bind`. Before binding, knock: `connect` to whatever is at the path. Refused means
-//! stale (on Linux), so remove it; an answer means a live server, so refuse to start; anything that is
-//! not a socket is not ours to delete, so leave it alone.
+//! stale (on Linux), so remove it; an answer means a live server, so refuse to start;
+//! anything that is not a socket is not ours to delete, so leave it alone.
 //!
 //! Run: `cargo run --bin lesson02-server` prints `listening on PATH`; then, in another terminal,
 //! `cargo run --bin lesson02-client -- PATH hello` or `nc -NU PATH`. Partner: client.rs.

@@ -625,20 +625,22 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 mod tests {
     use super::*;
 
-    /// cpu_time counts CPU the process burns, not wall time.
+    /// cpu_time counts CPU the process burns, not wall time. Measured on child processes: this
+    /// test binary runs other tests on other threads at the same time.
     #[test]
     fn cpu_time_grows_while_busy_not_while_asleep() {
-        let me = rustix::process::getpid();
-        let before = cpu_time(me);
+        let spawn = |program: &str, args: &[&str]| {
+            ChildGuard(Command::new(program).args(args).spawn().expect("spawn a child"))
+        };
+        let sleeper = spawn("sleep", &["10"]);
+        let spinner = spawn("sh", &["-c", "while :; do :; done"]);
         thread::sleep(Duration::from_millis(200));
-        let slept = cpu_time(me) - before;
-        // Spin until 200 ms of CPU are used: on a loaded machine that takes longer, never less.
-        let end = Instant::now() + DEADLINE;
-        while cpu_time(me) - before - slept < Duration::from_millis(200) {
-            assert!(Instant::now() < end, "spinning for {DEADLINE:?} used under 200 ms of CPU");
-            std::hint::black_box(0u64.wrapping_add(1));
-        }
+        let slept = cpu_time(sleeper.pid());
         assert!(slept < Duration::from_millis(100), "sleeping used {slept:?} of CPU");
+        // Until 200 ms of CPU are used: on a loaded machine that takes longer, never less.
+        wait_until("the spinner has used 200 ms of CPU", || {
+            cpu_time(spinner.pid()) >= Duration::from_millis(200)
+        });
     }
 
     /// A fake server nobody connects to fails at its deadline, saying so, instead of waiting in

@@ -32,7 +32,7 @@ check N *ARGS:
 test:
     cargo test
 
-# The source diff from lesson A to lesson B: only the idea B adds
+# The source diff from lesson A to lesson B: only the idea B adds (`cargo run -- diff N`: from its base)
 diff A B:
     cargo run -q -- diff "$1" "$2"
 

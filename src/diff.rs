@@ -9,7 +9,17 @@ use similar::TextDiff;
 
 use crate::lessons::{self, Number};
 
-pub fn diff(a: Number, b: Number) -> anyhow::Result<()> {
+/// `diff A B`, or `diff N` (`b` none): the diff from the lesson N builds on to N.
+pub fn diff(a: Number, b: Option<Number>) -> anyhow::Result<()> {
+    let (a, b) = match b {
+        Some(b) => (a, b),
+        None => {
+            let lesson = lessons::find(a)?;
+            let base = lesson.builds_on()?;
+            let base = base.with_context(|| format!("lesson {a} builds on no other lesson"))?;
+            (base, a)
+        }
+    };
     write(a, b, &mut io::stdout().lock())
 }
 
@@ -23,8 +33,9 @@ pub fn write(a: Number, b: Number, out: &mut impl Write) -> anyhow::Result<()> {
         let (a_path, b_path) = (a_src.join(file), b_src.join(file));
         // Every lesson is a full copy of the one before under its own name: without renaming
         // `lesson01` to `lesson02` first, every `use lesson01::...` would show as a change.
-        let old = read_if_exists(&a_path)?.map(|text| text.replace(&a.package(), &b.package()));
-        let new = read_if_exists(&b_path)?;
+        let old = read_if_exists(&a_path)?
+            .map(|text| without_anchors(&text).replace(&a.package(), &b.package()));
+        let new = read_if_exists(&b_path)?.map(|text| without_anchors(&text));
         // A file on one side only is added or removed: `/dev/null` is how `patch` reads that.
         let header = |lesson: &lessons::Lesson, text: &Option<String>| match text {
             Some(_) => format!("{}/src/{}", lesson.relative_dir(), file.display()),
@@ -38,6 +49,16 @@ pub fn write(a: Number, b: Number, out: &mut impl Write) -> anyhow::Result<()> {
             .context("write stdout")?;
     }
     out.flush().context("write stdout")
+}
+
+/// `text` without the book's `// ANCHOR: name` and `// ANCHOR_END: name` marker lines: they
+/// mark code for the book, and are no part of a lesson's idea.
+fn without_anchors(text: &str) -> String {
+    let marker = |line: &str| {
+        let line = line.trim_start();
+        line.starts_with("// ANCHOR: ") || line.starts_with("// ANCHOR_END: ")
+    };
+    text.split_inclusive('\n').filter(|line| !marker(line)).collect()
 }
 
 fn read_if_exists(path: &Path) -> anyhow::Result<Option<String>> {

@@ -61,19 +61,36 @@ impl Lesson {
 
     /// The one idea: the `description = "..."` line of the lesson's Cargo.toml.
     pub fn description(&self) -> anyhow::Result<String> {
+        let value = self.manifest_value("description")?;
+        let text = value.as_deref().and_then(|value| value.strip_prefix('"')?.strip_suffix('"'));
+        let manifest = self.dir.join("Cargo.toml");
+        text.map(str::to_owned).with_context(|| {
+            format!("read {}: no `description = \"...\"` line", manifest.display())
+        })
+    }
+
+    /// The lesson this one adds its idea to: `builds-on = N` under
+    /// `[package.metadata.course]`; none for the first lesson.
+    pub fn builds_on(&self) -> anyhow::Result<Option<Number>> {
+        let Some(value) = self.manifest_value("builds-on")? else { return Ok(None) };
+        let manifest = self.dir.join("Cargo.toml");
+        let number = value.parse::<Number>().map_err(anyhow::Error::msg);
+        number.map(Some).with_context(|| format!("read {}: builds-on", manifest.display()))
+    }
+
+    /// The value of the first `key = value` line of the lesson's Cargo.toml, trimmed. Parsed by
+    /// hand: a TOML parser would be the runner's biggest dependency, and every lesson writes
+    /// these lines the same way (a plain string or number, no escapes).
+    fn manifest_value(&self, key: &str) -> anyhow::Result<Option<String>> {
         let manifest = self.dir.join("Cargo.toml");
         let text = fs::read_to_string(&manifest)
             .with_context(|| format!("read {}", manifest.display()))?;
-        // One line parsed by hand: a TOML parser would be the runner's biggest dependency, and
-        // every lesson writes this line the same way (a plain string, no escapes).
-        text.lines()
-            .filter_map(|line| line.trim().strip_prefix("description"))
-            .filter_map(|rest| rest.trim_start().strip_prefix('='))
-            .find_map(|value| value.trim().strip_prefix('"')?.strip_suffix('"'))
-            .map(str::to_owned)
-            .with_context(|| {
-                format!("read {}: no `description = \"...\"` line", manifest.display())
-            })
+        let value = text
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix(key))
+            .find_map(|rest| rest.trim_start().strip_prefix('='))
+            .map(|value| value.trim().to_owned());
+        Ok(value)
     }
 }
 
@@ -120,7 +137,12 @@ pub fn list() -> anyhow::Result<()> {
     let width = lessons.iter().map(|lesson| lesson.short_name.len()).max().unwrap_or(0);
     for lesson in &lessons {
         let description = lesson.description()?;
-        println!("{}  {:<width$}  {description}", lesson.number, lesson.short_name);
+        // Part II lessons build on the lesson their idea needs, not always the one before.
+        let base = match lesson.builds_on()? {
+            Some(base) if base.get() + 1 != lesson.number.get() => format!(" (on {base})"),
+            _ => String::new(),
+        };
+        println!("{}  {:<width$}  {description}{base}", lesson.number, lesson.short_name);
     }
     Ok(())
 }

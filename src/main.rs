@@ -47,12 +47,13 @@ enum Cmd {
         #[arg(long)]
         solution: bool,
     },
-    /// The source diff from lesson A to lesson B, so only the idea shows
+    /// The source diff from lesson A to lesson B (or from the lesson N builds on), so only the
+    /// idea shows
     Diff {
-        /// The lesson to diff from
+        /// The lesson to diff from; alone, the lesson N to diff to from its base
         a: Number,
         /// The lesson to diff to
-        b: Number,
+        b: Option<Number>,
     },
     /// Run every scene the book shows and write its terminal blocks to book/transcripts/
     Transcripts {

@@ -5,8 +5,8 @@
 //! reader would type them. Its blocks: `shell.txt`, the commands typed in one terminal and
 //! what they printed; then one file per program left running in another terminal (a server,
 //! an interactive client) — never interleaved (CONTRACT.md "Transcripts"). Every lesson also
-//! gets `lesson-NN.txt` (`lesson N`) and every step `diff-AA-BB.txt` (`diff A B`). A program
-//! scene is Rust code that writes its files itself (the error catalogue, `errors.rs`).
+//! gets `lesson-NN.txt` (`lesson N`) and `diff-BB-NN.txt` (`diff N`, BB the lesson it builds
+//! on). A program scene is Rust code that writes its files itself (the error catalogue, `errors.rs`).
 //!
 //! What varies between runs and machines is redacted by snapbox: `[TMP]` (the temp dir),
 //! `[PID]`, our own `uid [UID]` and `gid [GID]`, and in `ls -l` lines `[USER]`, `[GROUP]` and
@@ -107,14 +107,14 @@ const PROGRAMS: &[(&str, &[Tool], Program)] = &[("errors", &[NOBODY_IF_ROOT], er
 
 fn scenes() -> anyhow::Result<Vec<Scene>> {
     let mut scenes = Vec::new();
-    let mut previous: Option<Lesson> = None;
     for lesson in lessons::all()? {
-        if let Some(before) = previous.take() {
-            let name = format!("diff-{}-{}", before.number, lesson.number);
-            scenes.push(Scene { name, needs: &[], play: Play::Diff(before, lesson.clone()) });
+        // What each lesson adds to the one it builds on: its chapter shows that diff.
+        if let Some(base) = lesson.builds_on()? {
+            let name = format!("diff-{base}-{}", lesson.number);
+            let base = lessons::find(base)?;
+            scenes.push(Scene { name, needs: &[], play: Play::Diff(base, lesson.clone()) });
         }
         let name = format!("lesson-{}", lesson.number);
-        previous = Some(lesson.clone());
         scenes.push(Scene { name, needs: &[], play: Play::Lesson(lesson) });
     }
     for &(name, needs, session) in SESSIONS {

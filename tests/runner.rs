@@ -126,7 +126,7 @@ fn processes_naming(dir: &Path) -> Vec<String> {
 
 /// `(NN, short-name, description)` for every `lessons/NN-short-name/`, read independently of
 /// the runner.
-fn lesson_dirs() -> Vec<(String, String, String)> {
+fn lesson_dirs() -> Vec<LessonDir> {
     let lessons = Path::new(env!("CARGO_MANIFEST_DIR")).join("lessons");
     let mut found = Vec::new();
     for entry in fs::read_dir(lessons).unwrap() {
@@ -138,11 +138,25 @@ fn lesson_dirs() -> Vec<(String, String, String)> {
         }
         let manifest = fs::read_to_string(entry.path().join("Cargo.toml")).unwrap();
         let line = manifest.lines().find(|line| line.starts_with("description")).unwrap();
-        let description = line.split_once('=').unwrap().1.trim().trim_matches('"');
-        found.push((number.to_owned(), short_name.to_owned(), description.to_owned()));
+        let description = line.split_once('=').unwrap().1.trim().trim_matches('"').to_owned();
+        let builds_on = manifest
+            .lines()
+            .find_map(|line| line.strip_prefix("builds-on = "))
+            .map(|n| format!("{:02}", n.parse::<u8>().unwrap()));
+        let (number, short_name) = (number.to_owned(), short_name.to_owned());
+        found.push(LessonDir { number, short_name, description, builds_on });
     }
-    found.sort();
+    found.sort_by(|a, b| a.number.cmp(&b.number));
     found
+}
+
+/// One `lessons/NN-short-name/` directory as its Cargo.toml describes it.
+struct LessonDir {
+    number: String,
+    short_name: String,
+    description: String,
+    /// `builds-on = N` under `[package.metadata.course]`, as two digits.
+    builds_on: Option<String>,
 }
 
 /// Lesson 01's exercises, read independently of the runner: `(K, title)` for each
@@ -168,7 +182,8 @@ fn stdout_of(output: &Output) -> String {
 }
 
 /// `list` prints one line per lessons/ directory: its number, short name and description, with
-/// the descriptions aligned in one column.
+/// the descriptions aligned in one column, and the lesson it builds on when that is not the one
+/// before.
 #[test]
 fn list_prints_one_aligned_line_per_lesson_directory() {
     let output = cargo_bin_cmd!("uds-course").arg("list").timeout(QUICK_DEADLINE).output().unwrap();
@@ -178,11 +193,16 @@ fn list_prints_one_aligned_line_per_lesson_directory() {
     let lessons = lesson_dirs();
     assert_eq!(lines.len(), lessons.len(), "one line per lesson:\n{stdout}");
     let mut columns = Vec::new();
-    for (line, (number, short_name, description)) in lines.iter().zip(&lessons) {
+    for (line, lesson) in lines.iter().zip(&lessons) {
         let words: Vec<&str> = line.split_whitespace().take(2).collect();
-        assert_eq!(words, [number.as_str(), short_name.as_str()], "in {line:?}");
-        assert!(line.ends_with(&format!("  {description}")), "{line:?} ends in {description:?}");
-        columns.push(line.len() - description.len());
+        assert_eq!(words, [lesson.number.as_str(), lesson.short_name.as_str()], "in {line:?}");
+        let before = format!("{:02}", lesson.number.parse::<u8>().unwrap() - 1);
+        let end = match &lesson.builds_on {
+            Some(base) if *base != before => format!("  {} (on {base})", lesson.description),
+            _ => format!("  {}", lesson.description),
+        };
+        assert!(line.ends_with(&end), "{line:?} ends in {end:?}");
+        columns.push(line.len() - end.len());
     }
     columns.dedup();
     assert!(columns.len() <= 1, "descriptions are not aligned:\n{stdout}");
@@ -371,6 +391,46 @@ fn diff_shows_added_lines_and_no_lesson_names_from_the_first_lesson() {
     assert!(named.is_empty(), "lesson01 was not renamed: {named:?}");
 }
 
+/// `diff N` is the diff from the lesson N builds on (its Cargo.toml's `builds-on`) to N; every
+/// lesson after the first names one.
+#[test]
+fn diff_of_one_lesson_is_the_diff_from_the_lesson_it_builds_on() {
+    for lesson in lesson_dirs().iter().skip(1) {
+        let base = lesson.builds_on.as_deref().unwrap_or_else(|| {
+            panic!("lesson {} has no `builds-on` in its Cargo.toml", lesson.number)
+        });
+        let run = |args: &[&str]| {
+            let output = cargo_bin_cmd!("uds-course").args(args).timeout(QUICK_DEADLINE).output();
+            let output = output.unwrap();
+            output.clone().assert().success();
+            stdout_of(&output)
+        };
+        let one = run(&["diff", &lesson.number]);
+        assert!(!one.is_empty(), "diff {} is empty", lesson.number);
+        assert_eq!(one, run(&["diff", base, &lesson.number]), "diff {}", lesson.number);
+    }
+}
+
+/// The first lesson builds on none: `diff 1` exits 1 and says so.
+#[test]
+fn diff_of_the_first_lesson_alone_exits_1() {
+    let mut runner = cargo_bin_cmd!("uds-course");
+    runner.args(["diff", "1"]).timeout(QUICK_DEADLINE);
+    runner.assert().code(1).stdout("").stderr("uds-course: lesson 01 builds on no other lesson\n");
+}
+
+/// Diffs leave out the book's `// ANCHOR:` and `// ANCHOR_END:` marker lines: they are no part
+/// of any lesson's idea.
+#[test]
+fn diffs_leave_out_anchor_marker_lines() {
+    let mut runner = cargo_bin_cmd!("uds-course");
+    let output = runner.args(["diff", "1", "6"]).timeout(QUICK_DEADLINE).output().unwrap();
+    let stdout = stdout_of(&output);
+    output.assert().success();
+    let markers: Vec<&str> = stdout.lines().filter(|line| line.contains("// ANCHOR")).collect();
+    assert!(markers.is_empty(), "anchor markers in the diff: {markers:?}");
+}
+
 /// A lesson that does not exist exits 1 with one line naming the lessons that do.
 #[test]
 fn diff_of_an_unknown_lesson_exits_1_naming_the_lessons() {
@@ -391,7 +451,6 @@ fn unknown_command_or_bad_lesson_number_exits_2() {
         &["lesson", "x"],
         &["lesson", "0"],
         &["lesson", "001"],
-        &["diff", "1"],
         &["check"],
         &["check", "1", "--solutions"],
     ] {

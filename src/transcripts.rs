@@ -6,7 +6,8 @@
 //! what they printed; then one file per program left running in another terminal (a server,
 //! an interactive client) — never interleaved (CONTRACT.md "Transcripts"). Every lesson also
 //! gets `lesson-NN.txt` (`lesson N`) and `diff-BB-NN.txt` (`diff N`, BB the lesson it builds
-//! on). A program scene is Rust code that writes its files itself (the error catalogue, `errors.rs`).
+//! on). A program scene is Rust code that writes its files itself (the error catalogue,
+//! `errors.rs`).
 //!
 //! What varies between runs and machines is redacted by snapbox: `[TMP]` (the temp dir),
 //! `[PID]`, our own `uid [UID]` and `gid [GID]`, and in `ls -l` lines `[USER]`, `[GROUP]` and

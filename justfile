@@ -32,7 +32,7 @@ check N *ARGS:
 test:
     cargo test
 
-# The source diff from lesson A to lesson B: only the idea B adds (`cargo run -- diff N`: from its base)
+# The source diff from lesson A to lesson B: only the idea B adds
 diff A B:
     cargo run -q -- diff "$1" "$2"
 

@@ -19,8 +19,9 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{self, ExitCode};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use std::{fs, thread};
 
@@ -109,7 +110,6 @@ fn run() -> anyhow::Result<()> {
     if !cfg!(target_os = "linux") {
         return Err(linux_only("SO_PEERCRED, this server's lock,")).context("start");
     }
-    let allowed = Arc::new(Allowed::from_args(&args));
     let limits =
         Limits { idle: Duration::from_millis(args.idle_timeout_ms), max_line: args.max_line };
     let mut address = match args.path.clone() {
@@ -152,8 +152,12 @@ fn run() -> anyhow::Result<()> {
     writeln!(stdout, "listening on {address}")
         .and_then(|()| stdout.flush())
         .context("write stdout")?;
-    let connections = Arc::new(Connections::default());
+    let allowed = Arc::new(Allowed::from_args(&args));
     // ANCHOR: accept_loop
+    // `open` counts the connections being served. Each also holds a clone of `serving`, a
+    // channel nobody sends on: shutdown waits on `all_closed` until the last clone is dropped.
+    let open = Arc::new(AtomicUsize::new(0));
+    let (serving, all_closed) = mpsc::channel();
     for id in 1.. {
         let accepted = listener.accept();
         // After the first signal `accept` fails (its socket was shut down) or hands us a
@@ -163,7 +167,7 @@ fn run() -> anyhow::Result<()> {
         }
         match accepted {
             Ok((stream, _addr)) => {
-                let connection = Connections::start(&connections);
+                let connection = Connection::start(&open, &serving);
                 let allowed = Arc::clone(&allowed);
                 // Builder, not thread::spawn: spawn panics when the OS refuses a thread.
                 let spawned = thread::Builder::new().spawn(move || {
@@ -192,15 +196,18 @@ fn run() -> anyhow::Result<()> {
     );
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
-    let open = connections.count();
-    if open > 0 {
+    let still_open = open.load(Ordering::SeqCst);
+    if still_open > 0 {
         eprintln!(
-            "lesson06-server: waiting up to {} ms for open connections: {open}",
+            "lesson06-server: waiting up to {} ms for open connections: {still_open}",
             grace.as_millis()
         );
     }
-    let cut_off = connections.wait_until_idle(grace);
-    if cut_off > 0 {
+    // Drop our own `Sender`: now only the connections hold one, and `recv_timeout` returns
+    // Disconnected the moment the last is dropped — a sleep, never a busy loop.
+    drop(serving);
+    if let Err(RecvTimeoutError::Timeout) = all_closed.recv_timeout(grace) {
+        let cut_off = open.load(Ordering::SeqCst);
         eprintln!("lesson06-server: grace period over; cutting off open connections: {cut_off}");
     }
     // ANCHOR_END: grace
@@ -211,6 +218,61 @@ fn run() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+// ANCHOR: private_dir
+/// Create the default directory with mode 0700, or accept an existing one only if it is ours
+/// and closed to everyone else. It is the second lock on the socket: nobody else can even
+/// reach the socket file, whatever its mode (and some BSDs ignore a socket file's mode).
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let created = fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
+    created.with_context(|| format!("create {}", dir.display()))?;
+    // It may have been there already, made by anyone: lib.rs checks it, as the client does.
+    lesson06::check_private_dir(dir)
+}
+// ANCHOR_END: private_dir
+
+// ANCHOR: remove_stale
+/// How long the start-up probe waits for a live server to accept it.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Remove the socket file at `path` if it is stale; refuse if a live server owns it.
+///
+/// Deleting whatever is at the path before binding would steal the path from a server that
+/// is still running (its clients could no longer reach it; it would never know) and delete
+/// a regular file that was put there by mistake. So look first, then knock.
+fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
+    // symlink_metadata, not metadata: a symlink is not followed, and not ours to remove.
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()), // nothing there
+        Err(err) => return Err(err).with_context(|| format!("stat {}", path.display())),
+    };
+    if !meta.file_type().is_socket() {
+        bail!("probe {}: not a socket; left untouched", path.display());
+    }
+    // On Linux a live server whose backlog is full makes a plain `connect` wait, not fail,
+    // until it gets round to accepting — forever, if it is hung. Bounded, a timeout still
+    // answers the question: someone holds the listening socket, so the file is not stale.
+    match connect_within(&Address::File(path.to_owned()), PROBE_TIMEOUT) {
+        Ok(_) => bail!("probe {}: is in use by a running server", path.display()),
+        Err(err) if err.kind() == ErrorKind::TimedOut => bail!(
+            "probe {}: is in use by a running server (it did not accept within {} ms)",
+            path.display(),
+            PROBE_TIMEOUT.as_millis()
+        ),
+        // ECONNREFUSED: nobody listens on the file any more, on Linux the mark of a stale one
+        // (macOS and the BSDs refuse a live server whose backlog is full, too).
+        Err(err) if err.kind() == ErrorKind::ConnectionRefused => {
+            // Two servers started at the same instant can both find the file stale, and the
+            // second then removes the first one's fresh socket. A lock file held with flock(2)
+            // closes that window; starting one server per path is the simpler rule.
+            fs::remove_file(path).with_context(|| format!("remove stale {}", path.display()))
+        }
+        // Permission denied, say: we cannot tell whether it is stale, so we touch nothing.
+        Err(err) => Err(err).with_context(|| format!("probe {}", path.display())),
+    }
+}
+// ANCHOR_END: remove_stale
 
 // ANCHOR: bind
 /// Create the socket file at `path`, born with `mode` (only its owner's bits while `group`
@@ -275,102 +337,6 @@ fn autobind() -> anyhow::Result<(UnixListener, Address)> {
 }
 // ANCHOR_END: bind_abstract
 
-// ANCHOR: signals
-/// Wait for SIGINT and SIGTERM on a thread of its own. The first stops the accept loop; a
-/// second, during the grace period, removes the socket file and exits 1 at once.
-///
-/// Why not the simplest thing, `signal_hook::flag::register` and a flag checked by the accept
-/// loop? signal-hook installs its handlers with SA_RESTART, so after the handler runs the
-/// kernel *restarts* the blocked `accept` instead of failing it with EINTR (strace shows
-/// `ERESTARTSYS`): the loop would not see the flag until the next client happened to connect.
-/// So this thread receives the signal and wakes `accept` itself.
-fn handle_signals(
-    listener: &UnixListener,
-    socket_file: &Option<Arc<SocketFile>>,
-    stop_signal: &Arc<AtomicI32>,
-) -> anyhow::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM]).context("register SIGINT and SIGTERM")?;
-    // A second handle on the same listening socket, for this thread to shut down.
-    let listening = listener.try_clone().context("clone the listener")?;
-    let (socket_file, stop_signal) = (socket_file.clone(), Arc::clone(stop_signal));
-    let wait = move || {
-        let mut signals = signals.forever();
-        if let Some(signal) = signals.next() {
-            stop_signal.store(signal, Ordering::SeqCst);
-            // shutdown(2) on a listening socket makes the blocked `accept` return at once,
-            // with an error, and from now on `connect` is refused. That is Linux; on macOS a
-            // self-pipe and poll(2) are the way (see the book's macOS notes).
-            if let Err(err) = rustix::net::shutdown(&listening, rustix::net::Shutdown::Read) {
-                eprintln!("lesson06-server: shutdown the listener: {err}");
-            }
-            drop(listening); // the main thread closes its handle too, once it stops accepting
-        }
-        if let Some(signal) = signals.next() {
-            eprintln!("lesson06-server: {} again: exiting now", signal_name(signal));
-            // process::exit runs no destructors, so remove the file by hand.
-            if let Some(socket_file) = &socket_file
-                && socket_file.remove()
-            {
-                eprintln!("lesson06-server: removed {}", socket_file.path.display());
-            }
-            process::exit(1);
-        }
-    };
-    thread::Builder::new().name("signals".into()).spawn(wait).context("spawn the signal thread")?;
-    Ok(())
-}
-
-fn signal_name(signal: i32) -> &'static str {
-    signal_hook::low_level::signal_name(signal).unwrap_or("signal")
-}
-// ANCHOR_END: signals
-
-// ANCHOR: private_dir
-/// Create the default directory with mode 0700, or accept an existing one only if it is ours
-/// and closed to everyone else. It is the second lock on the socket: nobody else can even
-/// reach the socket file, whatever its mode (and some BSDs ignore a socket file's mode).
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    let created = fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
-    created.with_context(|| format!("create {}", dir.display()))?;
-    // It may have been there already, made by anyone: lib.rs checks it, as the client does.
-    lesson06::check_private_dir(dir)
-}
-// ANCHOR_END: private_dir
-
-// ANCHOR: group
-/// Hand the socket file to group `gid`, then open it to that group. The chmod here only
-/// *adds* access, after the group is already right: at no moment can anyone outside the owner
-/// and that group connect. (The window to avoid is the opposite one: born open, narrowed late.)
-fn give_to_group(path: &Path, gid: u32, mode: u32) -> anyhow::Result<()> {
-    rustix::fs::chown(path, None, Some(Gid::from_raw(gid)))
-        .with_context(|| format!("chown {} to group {gid}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {} to {mode:04o}", path.display()))
-}
-// ANCHOR_END: group
-
-// ANCHOR: allowed
-/// Who may talk to us, by the peer's credentials: our own uid, root's, each --allow-uid, and
-/// any peer whose gid is --group or an --allow-gid.
-struct Allowed {
-    uids: Vec<u32>,
-    gids: Vec<u32>,
-}
-
-impl Allowed {
-    fn from_args(args: &Args) -> Allowed {
-        let mut uids = vec![getuid().as_raw(), 0];
-        uids.extend(&args.allow_uid);
-        let gids = args.group.iter().chain(&args.allow_gid).copied().collect();
-        Allowed { uids, gids }
-    }
-
-    fn admits(&self, peer: &Peer) -> bool {
-        self.uids.contains(&peer.uid) || self.gids.contains(&peer.gid)
-    }
-}
-// ANCHOR_END: allowed
-
 // ANCHOR: socket_file
 /// The socket file this server bound, known by device and inode as well as by path: once
 /// it is gone (someone removed it, a new server bound the path) a file at that path is not
@@ -433,87 +399,112 @@ impl Drop for RemoveOnDrop {
 }
 // ANCHOR_END: socket_file
 
+// ANCHOR: group
+/// Hand the socket file to group `gid`, then open it to that group. The chmod here only
+/// *adds* access, after the group is already right: at no moment can anyone outside the owner
+/// and that group connect. (The window to avoid is the opposite one: born open, narrowed late.)
+fn give_to_group(path: &Path, gid: u32, mode: u32) -> anyhow::Result<()> {
+    rustix::fs::chown(path, None, Some(Gid::from_raw(gid)))
+        .with_context(|| format!("chown {} to group {gid}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {} to {mode:04o}", path.display()))
+}
+// ANCHOR_END: group
+
+// ANCHOR: signals
+/// Wait for SIGINT and SIGTERM on a thread of its own. The first stops the accept loop; a
+/// second, during the grace period, removes the socket file and exits 1 at once.
+///
+/// Why not `signal_hook::flag::register` and a flag the accept loop checks? signal-hook
+/// installs its handlers with SA_RESTART, so the kernel *restarts* a blocked `accept` instead
+/// of failing it with EINTR (strace shows `ERESTARTSYS`): the loop would not see the flag until
+/// the next client happened to connect. So this thread receives the signal and wakes `accept`.
+fn handle_signals(
+    listener: &UnixListener,
+    socket_file: &Option<Arc<SocketFile>>,
+    stop_signal: &Arc<AtomicI32>,
+) -> anyhow::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("register SIGINT and SIGTERM")?;
+    // A second handle on the same listening socket, for this thread to shut down.
+    let listening = listener.try_clone().context("clone the listener")?;
+    let (socket_file, stop_signal) = (socket_file.clone(), Arc::clone(stop_signal));
+    let wait = move || {
+        let mut signals = signals.forever();
+        if let Some(signal) = signals.next() {
+            stop_signal.store(signal, Ordering::SeqCst);
+            // shutdown(2) on a listening socket makes the blocked `accept` return at once,
+            // with an error, and from now on `connect` is refused. That is Linux; on macOS and
+            // the BSDs it does not wake `accept`, and a self-pipe with poll(2) is the portable way.
+            if let Err(err) = rustix::net::shutdown(&listening, rustix::net::Shutdown::Read) {
+                eprintln!("lesson06-server: shutdown the listener: {err}");
+            }
+            drop(listening); // the main thread closes its handle too, once it stops accepting
+        }
+        if let Some(signal) = signals.next() {
+            eprintln!("lesson06-server: {} again: exiting now", signal_name(signal));
+            // process::exit runs no destructors, so remove the file by hand.
+            if let Some(socket_file) = &socket_file
+                && socket_file.remove()
+            {
+                eprintln!("lesson06-server: removed {}", socket_file.path.display());
+            }
+            process::exit(1);
+        }
+    };
+    thread::Builder::new().name("signals".into()).spawn(wait).context("spawn the signal thread")?;
+    Ok(())
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    signal_hook::low_level::signal_name(signal).unwrap_or("signal")
+}
+// ANCHOR_END: signals
+
+// ANCHOR: allowed
+/// Who may talk to us, by the peer's credentials: our own uid, root's, each --allow-uid, and
+/// any peer whose gid is --group or an --allow-gid.
+struct Allowed {
+    uids: Vec<u32>,
+    gids: Vec<u32>,
+}
+
+impl Allowed {
+    fn from_args(args: &Args) -> Allowed {
+        let mut uids = vec![getuid().as_raw(), 0];
+        uids.extend(&args.allow_uid);
+        let gids = args.group.iter().chain(&args.allow_gid).copied().collect();
+        Allowed { uids, gids }
+    }
+
+    fn admits(&self, peer: &Peer) -> bool {
+        self.uids.contains(&peer.uid) || self.gids.contains(&peer.gid)
+    }
+}
+// ANCHOR_END: allowed
+
 // ANCHOR: connections
-/// How many connections are being served, so that shutdown can wait for them to finish.
-#[derive(Default)]
-struct Connections {
-    open: Mutex<usize>,
-    changed: Condvar,
+/// A connection being served: counted in `open` until its thread drops this, when `serve`
+/// returns (or a panic unwinds, or the thread never starts). Its clone of the `Sender` is what
+/// shutdown waits for: nothing is ever sent, but once every clone is dropped the receiver
+/// reports Disconnected.
+struct Connection {
+    open: Arc<AtomicUsize>,
+    _serving: Sender<()>,
 }
 
-impl Connections {
-    /// Count one more connection until the returned value is dropped.
-    fn start(this: &Arc<Connections>) -> Connection {
-        *this.open.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-        Connection(Arc::clone(this))
-    }
-
-    fn count(&self) -> usize {
-        *self.open.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Sleep until no connection is open or `grace` has passed — a Condvar, never a busy
-    /// loop; returns how many are still open.
-    fn wait_until_idle(&self, grace: Duration) -> usize {
-        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let waited = self.changed.wait_timeout_while(open, grace, |open| *open > 0);
-        *waited.unwrap_or_else(PoisonError::into_inner).0
+impl Connection {
+    fn start(open: &Arc<AtomicUsize>, serving: &Sender<()>) -> Connection {
+        open.fetch_add(1, Ordering::SeqCst);
+        Connection { open: Arc::clone(open), _serving: serving.clone() }
     }
 }
-
-/// One open connection; dropping it (when `serve` returns) counts it as closed.
-struct Connection(Arc<Connections>);
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        *self.0.open.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
-        self.0.changed.notify_all();
+        self.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
 // ANCHOR_END: connections
-
-// ANCHOR: remove_stale
-/// How long the start-up probe waits for a live server to accept it.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
-
-/// Remove the socket file at `path` if it is stale; refuse if a live server owns it.
-///
-/// Deleting whatever is at the path before binding would steal the path from a server that
-/// is still running (its clients could no longer reach it; it would never know) and delete
-/// a regular file that was put there by mistake. So look first, then knock.
-fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
-    // symlink_metadata, not metadata: a symlink is not followed, and not ours to remove.
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()), // nothing there
-        Err(err) => return Err(err).with_context(|| format!("stat {}", path.display())),
-    };
-    if !meta.file_type().is_socket() {
-        bail!("probe {}: not a socket; left untouched", path.display());
-    }
-    // On Linux a live server whose backlog is full makes a plain `connect` wait, not fail,
-    // until it gets round to accepting — forever, if it is hung. Bounded, a timeout still
-    // answers the question: someone holds the listening socket, so the file is not stale.
-    match connect_within(&Address::File(path.to_owned()), PROBE_TIMEOUT) {
-        Ok(_) => bail!("probe {}: is in use by a running server", path.display()),
-        Err(err) if err.kind() == ErrorKind::TimedOut => bail!(
-            "probe {}: is in use by a running server (it did not accept within {} ms)",
-            path.display(),
-            PROBE_TIMEOUT.as_millis()
-        ),
-        // ECONNREFUSED: nobody listens on the file any more, on Linux the mark of a stale one
-        // (macOS and the BSDs refuse a live server whose backlog is full, too).
-        Err(err) if err.kind() == ErrorKind::ConnectionRefused => {
-            // Two servers started at the same instant can both find the file stale, and the
-            // second then removes the first one's fresh socket. A lock file held with flock(2)
-            // closes that window; starting one server per path is the simpler rule.
-            fs::remove_file(path).with_context(|| format!("remove stale {}", path.display()))
-        }
-        // Permission denied, say: we cannot tell whether it is stale, so we touch nothing.
-        Err(err) => Err(err).with_context(|| format!("probe {}", path.display())),
-    }
-}
-// ANCHOR_END: remove_stale
 
 // ANCHOR: serve
 /// One client's connection, on its own thread: whatever goes wrong ends only this connection.

@@ -1,13 +1,16 @@
-//! lesson04: what the server and the client agree on — where the socket lives by default, and
-//! when its directory can be trusted.
+//! lesson04: what the server and the client agree on — where the socket lives by default, when
+//! its directory can be trusted, and who is at the other end of a connection.
 //!
 //! The binaries are the lesson: `src/bin/server.rs` and `src/bin/client.rs`.
 
+use std::io;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::{env, fs};
 
 use anyhow::{Context, bail};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use rustix::process::getuid;
 
 /// The file name of this lesson's socket inside [`default_socket_dir`].
@@ -54,3 +57,13 @@ pub fn check_private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 // ANCHOR_END: check_dir
+
+// ANCHOR: peer_credentials
+/// Who is at the other end of `stream`, as the kernel recorded it at `connect` (SO_PEERCRED):
+/// the peer's uid, gid and pid. Through nix: rustix 1.1's pid cannot be 0, and 0 is the pid
+/// of a peer outside our PID namespace (a server in a container, its client on the host).
+pub fn peer_credentials(stream: &UnixStream) -> io::Result<(u32, u32, i32)> {
+    let peer = getsockopt(stream, PeerCredentials)?;
+    Ok((peer.uid(), peer.gid(), peer.pid()))
+}
+// ANCHOR_END: peer_credentials

@@ -1,5 +1,6 @@
 //! lesson05: what the server and the client agree on — where the socket lives by default, when
-//! its directory can be trusted, and how to `connect` and wait without waiting forever.
+//! its directory can be trusted, who is at the other end of a connection, and how to `connect`
+//! and wait without waiting forever.
 //!
 //! The binaries are the lesson: `src/bin/server.rs` and `src/bin/client.rs`.
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 use std::{env, fs};
 
 use anyhow::{Context, bail};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use rustix::net::sockopt::{Timeout, set_socket_timeout};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use rustix::process::getuid;
@@ -59,6 +61,16 @@ pub fn check_private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 // ANCHOR_END: check_dir
+
+// ANCHOR: peer_credentials
+/// Who is at the other end of `stream`, as the kernel recorded it at `connect` (SO_PEERCRED):
+/// the peer's uid, gid and pid. Through nix: rustix 1.1's pid cannot be 0, and 0 is the pid
+/// of a peer outside our PID namespace (a server in a container, its client on the host).
+pub fn peer_credentials(stream: &UnixStream) -> io::Result<(u32, u32, i32)> {
+    let peer = getsockopt(stream, PeerCredentials)?;
+    Ok((peer.uid(), peer.gid(), peer.pid()))
+}
+// ANCHOR_END: peer_credentials
 
 // ANCHOR: bounded_connect
 /// `connect` to the socket file at `path`, giving up after `timeout` with a `timed out` error.

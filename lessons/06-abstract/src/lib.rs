@@ -1,6 +1,6 @@
-//! lesson06: what the server and the client agree on — where the socket lives (a file, or a
-//! name in Linux's abstract namespace), when the default directory can be trusted, and how to
-//! `connect` and wait without waiting forever.
+//! lesson06: what the server and the client agree on — where the socket lives by default, when
+//! its directory can be trusted, who is at the other end of a connection, and how to `connect`
+//! and wait without waiting forever.
 //!
 //! The binaries are the lesson: `src/bin/server.rs` and `src/bin/client.rs`.
 
@@ -11,9 +11,11 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use std::{env, fmt, fs};
+use std::{env, fs};
 
 use anyhow::{Context, bail};
+#[cfg(target_os = "linux")]
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use rustix::net::sockopt::{Timeout, set_socket_timeout};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use rustix::process::getuid;
@@ -65,13 +67,10 @@ pub fn check_private_dir(dir: &Path) -> anyhow::Result<()> {
 
 // ANCHOR: address
 /// Where a server listens and a client connects: a socket file, or a name in Linux's abstract
-/// namespace, written `@name`.
+/// namespace, written `@name` (the bytes after the `@`; no NUL is added).
 #[derive(Clone, Debug)]
 pub enum Address {
-    /// A socket file: it has an owner and a mode, and outlives the server unless removed.
     File(PathBuf),
-    /// A name the kernel keeps while a socket is bound to it. No file: nothing in any
-    /// directory, no mode, nothing left behind. The bytes after `@` (no NUL is added).
     Abstract(Vec<u8>),
 }
 
@@ -86,8 +85,8 @@ impl Address {
         }
     }
 
-    /// The address as std takes it, for `UnixListener::bind_addr`. std checks the length:
-    /// a path, or a name, too long for `sun_path` (108 bytes) fails here, before `bind`.
+    /// The address as std's `bind_addr` takes it. std checks the length: a path or a name too
+    /// long for `sun_path` (108 bytes) fails here.
     pub fn socket_addr(&self) -> io::Result<SocketAddr> {
         match self {
             Address::File(path) => SocketAddr::from_pathname(path),
@@ -97,64 +96,47 @@ impl Address {
                 SocketAddr::from_abstract_name(name)
             }
             #[cfg(not(target_os = "linux"))]
-            Address::Abstract(_) => Err(linux_only("an abstract name (@name)")),
+            Address::Abstract(_) => Err(linux_only()),
         }
     }
-}
 
-impl Address {
-    /// The address as messages show it, the path or `@name`: `display()`, as for a `Path`.
-    pub fn display(&self) -> &Address {
-        self
-    }
-}
-
-/// The address as the server's messages and `listening on` show it: the path, or `@name`.
-impl fmt::Display for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// The path, or `@name`, as messages show it: `display()`, as for a `Path`.
+    pub fn display(&self) -> String {
         match self {
-            Address::File(path) => path.display().fmt(f),
-            Address::Abstract(name) => write!(f, "@{}", name.escape_ascii()),
+            Address::File(path) => path.display().to_string(),
+            Address::Abstract(name) => format!("@{}", name.escape_ascii()),
         }
     }
 }
 // ANCHOR_END: address
 
 // ANCHOR: linux_only
-/// Who is at the other end of a connection, as the kernel recorded it when the peer called
-/// `connect`.
-pub struct Peer {
-    pub uid: u32,
-    pub gid: u32,
-    pub pid: i32,
-}
-
-/// SO_PEERCRED, through nix (std's `peer_cred` is unstable, and rustix 1.1's pid cannot be 0,
-/// the pid of a peer outside our PID namespace).
+// ANCHOR: peer_credentials
+/// Who is at the other end of `stream`, as the kernel recorded it at `connect` (SO_PEERCRED):
+/// the peer's uid, gid and pid. Through nix: rustix 1.1's pid cannot be 0, and 0 is the pid
+/// of a peer outside our PID namespace (a server in a container, its client on the host).
 #[cfg(target_os = "linux")]
-pub fn peer_credentials(stream: &UnixStream) -> io::Result<Peer> {
-    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+pub fn peer_credentials(stream: &UnixStream) -> io::Result<(u32, u32, i32)> {
     let peer = getsockopt(stream, PeerCredentials)?;
-    Ok(Peer { uid: peer.uid(), gid: peer.gid(), pid: peer.pid() })
+    Ok((peer.uid(), peer.gid(), peer.pid()))
 }
+// ANCHOR_END: peer_credentials
 
-/// Elsewhere the peer's credentials take other calls (macOS LOCAL_PEERCRED and LOCAL_PEERPID,
-/// FreeBSD LOCAL_PEERCRED, OpenBSD its own SO_PEERCRED), and there is no abstract namespace:
-/// the lesson compiles there, and says why it cannot run.
+/// SO_PEERCRED and abstract names are Linux's: elsewhere the lesson compiles, and says why it
+/// cannot run.
 #[cfg(not(target_os = "linux"))]
-pub fn peer_credentials(_stream: &UnixStream) -> io::Result<Peer> {
-    Err(linux_only("SO_PEERCRED"))
+pub fn peer_credentials(_stream: &UnixStream) -> io::Result<(u32, u32, i32)> {
+    Err(linux_only())
 }
 
-/// The error for a Linux feature used elsewhere.
-pub fn linux_only(feature: &str) -> io::Error {
-    let message = format!("{feature} is a Linux feature; this lesson runs on Linux only");
+pub fn linux_only() -> io::Error {
+    let message = "abstract names and SO_PEERCRED are Linux's; this lesson runs on Linux only";
     io::Error::new(ErrorKind::Unsupported, message)
 }
 // ANCHOR_END: linux_only
 
 // ANCHOR: bounded_connect
-/// `connect` to `address`, giving up after `timeout` with a `timed out` error.
+/// `connect` to `path`, a file or a name, giving up after `timeout` with a `timed out` error.
 /// The timeout stays set on the stream as its send timeout: it bounds every write too.
 ///
 /// On Linux `UnixStream::connect` can wait forever: while a server's accept queue (its
@@ -167,16 +149,16 @@ pub fn linux_only(feature: &str) -> io::Error {
 /// writable straight away. What works is the kernel's own wait with a bound: a blocking socket
 /// whose send timeout (SO_SNDTIMEO) is set *before* `connect`. Then `connect` sleeps until the
 /// server makes room or the timeout passes, and fails with EAGAIN.
-pub fn connect_within(address: &Address, timeout: Duration) -> io::Result<UnixStream> {
-    // std's own check of the address first, so that a path too long for `sun_path` is reported
-    // as `UnixStream::connect` reports it: "path must be shorter than SUN_LEN".
-    address.socket_addr()?;
-    let address = match address {
+pub fn connect_within(path: &Address, timeout: Duration) -> io::Result<UnixStream> {
+    // std's own check of the path first, so that a path too long for `sun_path` is reported as
+    // `UnixStream::connect` reports it: "path must be shorter than SUN_LEN".
+    path.socket_addr()?;
+    let address = match path {
         Address::File(path) => SocketAddrUnix::new(path.as_path())?,
         #[cfg(target_os = "linux")]
         Address::Abstract(name) => SocketAddrUnix::new_abstract_name(name)?,
         #[cfg(not(target_os = "linux"))]
-        Address::Abstract(_) => return Err(linux_only("an abstract name (@name)")),
+        Address::Abstract(_) => return Err(linux_only()),
     };
     let socket = rustix::net::socket_with(
         AddressFamily::UNIX,

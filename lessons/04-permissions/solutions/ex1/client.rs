@@ -21,7 +21,7 @@ use std::thread;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Parser;
-use lesson04::{SOCKET_NAME, check_private_dir, default_socket_dir};
+use lesson04::{SOCKET_NAME, check_private_dir, default_socket_dir, peer_credentials};
 
 /// Send lines to a lesson04-server and print its replies.
 #[derive(Parser)]
@@ -68,9 +68,8 @@ fn run() -> anyhow::Result<ExitCode> {
     // Credentials work both ways: the kernel recorded who called `listen` on the other end, so
     // a process that grabbed the path before the real server cannot pass for it.
     if let Some(expected) = args.server_uid {
-        let server = rustix::net::sockopt::socket_peercred(&stream)
-            .with_context(|| format!("check {}", path.display()))?;
-        let uid = server.uid.as_raw();
+        let (uid, _gid, _pid) =
+            peer_credentials(&stream).with_context(|| format!("check {}", path.display()))?;
         if uid != expected {
             bail!("check {}: the server is uid {uid}, not {expected}", path.display());
         }

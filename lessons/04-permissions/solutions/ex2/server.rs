@@ -24,8 +24,7 @@ use std::{fs, thread};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use lesson04::{SOCKET_NAME, default_socket_dir};
-use nix::sys::socket::{UnixCredentials, getsockopt, sockopt::PeerCredentials};
+use lesson04::{SOCKET_NAME, default_socket_dir, peer_credentials};
 use rustix::fs::Mode;
 use rustix::process::{Gid, getuid, umask};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -92,7 +91,8 @@ fn run() -> anyhow::Result<()> {
     // the file is born open to the owner only; `give_to_group` opens it to the group later.
     let born = if args.group.is_some() { mode & 0o700 } else { mode };
     // The umask is per process: change it only while no other thread could be creating files.
-    let umask_before = umask(Mode::from_raw_mode(!born & 0o777));
+    // (`as _`: mode_t is 32 bits on Linux, 16 on macOS and the BSDs; 0o777 fits either.)
+    let umask_before = umask(Mode::from_raw_mode((!born & 0o777) as _));
     let bound = UnixListener::bind(&path);
     umask(umask_before);
     let listener = bound.with_context(|| format!("bind {}", path.display()))?;
@@ -363,8 +363,8 @@ impl Allowed {
         Allowed { uids, gids }
     }
 
-    fn admits(&self, peer: &UnixCredentials) -> bool {
-        self.uids.contains(&peer.uid()) || self.gids.contains(&peer.gid())
+    fn admits(&self, uid: u32, gid: u32) -> bool {
+        self.uids.contains(&uid) || self.gids.contains(&gid)
     }
 }
 // ANCHOR_END: allowed
@@ -398,16 +398,14 @@ impl Drop for Connection {
 fn serve(id: u64, stream: UnixStream, allowed: &Allowed) {
     // ANCHOR: peer
     // SO_PEERCRED: the kernel recorded who called `connect` (uid, gid, pid at that moment).
-    // The client cannot lie about it, unlike anything it could send us. (Through nix, whose
-    // pid is a plain number: rustix 1.1's cannot be 0, and below it can.)
-    let peer = match getsockopt(&stream, PeerCredentials) {
+    // The client cannot lie about it, unlike anything it could send us.
+    let (uid, gid, pid) = match peer_credentials(&stream) {
         Ok(peer) => peer,
         Err(err) => {
             eprintln!("lesson04-server: connection {id}: peer credentials: {err}");
             return;
         }
     };
-    let (uid, gid, pid) = (peer.uid(), peer.gid(), peer.pid());
     // A peer outside our PID namespace (we run in a container, it on the host) has a pid the
     // kernel cannot name here, so it says 0. Nothing is wrong with the peer: serve it.
     let outside = if pid == 0 { " (outside this PID namespace)" } else { "" };
@@ -416,7 +414,7 @@ fn serve(id: u64, stream: UnixStream, allowed: &Allowed) {
         "lesson04-server: connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside} \
          ({program})"
     );
-    if !allowed.admits(&peer) {
+    if !allowed.admits(uid, gid) {
         eprintln!("lesson04-server: connection {id}: refused uid {uid}");
         if let Err(err) = refuse(&stream, &format!("uid {uid} is not allowed")) {
             eprintln!("lesson04-server: connection {id}: {err:#}");

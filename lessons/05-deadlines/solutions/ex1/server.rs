@@ -1,11 +1,10 @@
 //! lesson05-server: lesson 04's server, and deadlines and limits on every connection.
 //!
-//! The one idea: no client may hold the server, however it misbehaves. A connection that sends
-//! no complete line for `--idle-timeout-ms` is answered `error: no complete line in N ms` and
-//! closed — a deadline per *line*, so a client trickling one byte at a time is closed too. A
-//! line longer than `--max-line` bytes is answered `error: line longer than N bytes` and closed,
-//! and never held in memory whole. A client that reads no replies is cut off by a write
-//! timeout. And lesson 02's start-up probe gives up on a server that does not accept.
+//! The one idea: no client may hold the server, however it misbehaves. Each exchange, a line in
+//! and its reply out, has a deadline (`--idle-timeout-ms`): a client that goes quiet, trickles
+//! a line a byte at a time, or reads its replies too slowly is answered `error: ...` where it
+//! can be, and closed. A line longer than `--max-line` is refused, never held in memory whole.
+//! And lesson 02's start-up probe gives up on a server that does not accept.
 //!
 //! Run: `cargo run --bin lesson05-server` prints `listening on PATH`; then, in another terminal,
 //! `cargo run --bin lesson05-client -- PATH hello` or `nc -NU PATH`. Partner: client.rs.
@@ -24,8 +23,9 @@ use std::{fs, thread};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use lesson05::{SOCKET_NAME, connect_within, default_socket_dir, parse_timeout_ms, timed_out};
-use nix::sys::socket::{UnixCredentials, getsockopt, sockopt::PeerCredentials};
+use lesson05::{
+    SOCKET_NAME, connect_within, default_socket_dir, parse_timeout_ms, peer_credentials, timed_out,
+};
 use rustix::fs::Mode;
 use rustix::process::{Gid, getuid, umask};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -106,7 +106,8 @@ fn run() -> anyhow::Result<()> {
     // the file is born open to the owner only; `give_to_group` opens it to the group later.
     let born = if args.group.is_some() { mode & 0o700 } else { mode };
     // The umask is per process: change it only while no other thread could be creating files.
-    let umask_before = umask(Mode::from_raw_mode(!born & 0o777));
+    // (`as _`: mode_t is 32 bits on Linux, 16 on macOS and the BSDs; 0o777 fits either.)
+    let umask_before = umask(Mode::from_raw_mode((!born & 0o777) as _));
     let bound = UnixListener::bind(&path);
     umask(umask_before);
     let listener = bound.with_context(|| format!("bind {}", path.display()))?;
@@ -386,8 +387,8 @@ impl Allowed {
         Allowed { uids, gids }
     }
 
-    fn admits(&self, peer: &UnixCredentials) -> bool {
-        self.uids.contains(&peer.uid()) || self.gids.contains(&peer.gid())
+    fn admits(&self, uid: u32, gid: u32) -> bool {
+        self.uids.contains(&uid) || self.gids.contains(&gid)
     }
 }
 // ANCHOR_END: allowed
@@ -421,23 +422,21 @@ impl Drop for Connection {
 fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits) {
     // ANCHOR: peer
     // SO_PEERCRED: the kernel recorded who called `connect` (uid, gid, pid at that moment).
-    // The client cannot lie about it, unlike anything it could send us. (Through nix, whose
-    // pid is a plain number: rustix 1.1's cannot be 0, and below it can.)
-    let peer = match getsockopt(&stream, PeerCredentials) {
+    // The client cannot lie about it, unlike anything it could send us.
+    let (uid, gid, pid) = match peer_credentials(&stream) {
         Ok(peer) => peer,
         Err(err) => {
             eprintln!("lesson05-server: connection {id}: peer credentials: {err}");
             return;
         }
     };
-    let (uid, gid, pid) = (peer.uid(), peer.gid(), peer.pid());
     // A peer outside our PID namespace (we run in a container, it on the host) has a pid the
     // kernel cannot name here, so it says 0. Nothing is wrong with the peer: serve it.
     let outside = if pid == 0 { " (outside this PID namespace)" } else { "" };
     eprintln!(
         "lesson05-server: connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}"
     );
-    if !allowed.admits(&peer) {
+    if !allowed.admits(uid, gid) {
         eprintln!("lesson05-server: connection {id}: refused uid {uid}");
         if let Err(err) = refuse(&stream, &format!("uid {uid} is not allowed")) {
             eprintln!("lesson05-server: connection {id}: {err:#}");
@@ -445,33 +444,15 @@ fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits) {
         return;
     }
     // ANCHOR_END: peer
-    // ANCHOR: limits
-    let reason = match answer_lines(&stream, limits) {
-        Ok(Stop::Eof(lines)) => {
-            return eprintln!("lesson05-server: connection {id}: closed, lines answered: {lines}");
-        }
-        Ok(Stop::Limit(reason)) => reason,
-        Err(err) => return eprintln!("lesson05-server: connection {id}: {err:#}"),
-    };
-    // A limit is answered as a refusal is: one `error: ` line, so the client learns why it
-    // was cut off instead of seeing the connection simply end.
-    match refuse(&stream, &reason) {
-        Ok(()) => eprintln!("lesson05-server: connection {id}: {reason}; closed"),
-        Err(err) => eprintln!("lesson05-server: connection {id}: {reason}; {err:#}"),
+    match answer_lines(&stream, limits) {
+        Ok(lines) => eprintln!("lesson05-server: connection {id}: closed, lines answered: {lines}"),
+        Err(err) => eprintln!("lesson05-server: connection {id}: {err:#}"),
     }
-    // ANCHOR_END: limits
 } // dropping `stream` closes the connection: the client reads EOF
 
-/// Why `answer_lines` stopped, short of an I/O error.
-enum Stop {
-    /// The client half-closed or went away, after this many lines were answered.
-    Eof(u64),
-    /// A limit was hit: the reason, for the client's `error: ` line and our log.
-    Limit(String),
-}
-
-/// Answer each line until EOF, or until the client oversteps a limit.
-fn answer_lines(stream: &UnixStream, limits: Limits) -> anyhow::Result<Stop> {
+/// Answer each line until EOF (the client half-closed or went away); returns how many. A
+/// client that oversteps a limit is told why (see `cut_off`), and the reason is the error.
+fn answer_lines(stream: &UnixStream, limits: Limits) -> anyhow::Result<u64> {
     let mut reader = BufReader::new(Deadline { stream, at: Instant::now() });
     let mut line = Vec::new();
     let mut lines = 0;
@@ -487,10 +468,10 @@ fn answer_lines(stream: &UnixStream, limits: Limits) -> anyhow::Result<Stop> {
         // it after `max_line + 1` bytes, so a line that never ends cannot fill our memory.
         let longest = limits.max_line as u64 + 1;
         match (&mut reader).take(longest).read_until(b'\n', &mut line) {
-            Ok(0) => return Ok(Stop::Eof(lines)),
+            Ok(0) => return Ok(lines),
             Ok(_) if line.len() > limits.max_line && !line.ends_with(b"\n") => {
                 let reason = format!("line longer than {} bytes", limits.max_line);
-                return Ok(Stop::Limit(reason));
+                return Err(cut_off(stream, reason));
             }
             Ok(_) => {}
             Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -500,7 +481,7 @@ fn answer_lines(stream: &UnixStream, limits: Limits) -> anyhow::Result<Stop> {
                     }
                     _ => format!("no complete line in {} ms", limits.idle.as_millis()),
                 };
-                return Ok(Stop::Limit(reason));
+                return Err(cut_off(stream, reason));
             }
             Err(err) => return Err(err).context("read"),
         }
@@ -567,6 +548,15 @@ impl Write for Deadline<'_> {
     }
 }
 // ANCHOR_END: deadline
+
+/// A limit is answered as a refusal is, with one `error: ` line, so the client learns why it
+/// was cut off instead of seeing the connection simply end; the reason is also our log line.
+fn cut_off(stream: &UnixStream, reason: String) -> anyhow::Error {
+    match refuse(stream, &reason) {
+        Ok(()) => anyhow::anyhow!("{reason}; closed"),
+        Err(err) => err.context(reason),
+    }
+}
 
 // ANCHOR: refuse
 /// Answer `error: REASON` and end the connection cleanly: shut down our side (the client

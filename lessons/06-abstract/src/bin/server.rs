@@ -1,12 +1,10 @@
 //! lesson06-server: lesson 05's server, and a name instead of a file.
 //!
-//! The one idea: on Linux a socket can be bound to a name in the *abstract namespace*,
-//! written `@name`: the kernel keeps the name while the socket is open and drops it the moment
-//! the socket closes, however the server ends (SIGKILL included). No file is created, so none
-//! goes stale, none needs removing, and lesson 02's probe has nothing to do. Nor is there a
-//! mode or a directory to keep strangers out: any local user can connect to any abstract name
-//! (and bind one first), so the peer-credential check of lesson 04 is the only lock — and it is
-//! on by default. A socket file path works as before; a file named `@x` is written `./@x`.
+//! The one idea: on Linux a socket can be bound to a name in the *abstract namespace*, written
+//! `@name`. The kernel keeps the name while the socket is open and frees it when the socket
+//! closes, however the server ends: no file is created, none goes stale, none is removed. Nor
+//! is there a mode or a directory to keep strangers out: any local user can connect to any
+//! abstract name, so lesson 04's peer-credential check is the only lock (on by default).
 //!
 //! Run: `cargo run --bin lesson06-server -- @lesson06` prints `listening on @lesson06`; then,
 //! in another terminal, `cargo run --bin lesson06-client -- @lesson06 hello` or
@@ -28,7 +26,7 @@ use anyhow::{Context, bail};
 use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{CommandFactory, Parser};
 use lesson06::{
-    Address, Peer, SOCKET_NAME, connect_within, default_socket_dir, linux_only, parse_timeout_ms,
+    Address, SOCKET_NAME, connect_within, default_socket_dir, linux_only, parse_timeout_ms,
     peer_credentials, timed_out,
 };
 use rustix::fs::Mode;
@@ -84,24 +82,24 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    // ANCHOR: no_mode
     // A mode or a group for a file that does not exist would protect nothing, silently.
     if matches!(args.path, Some(Address::Abstract(_)))
         && (args.mode.is_some() || args.group.is_some())
     {
         let why = "an abstract name (@name) has no file, so no --mode or --group; \
                    let peers in with --allow-uid or --allow-gid";
-        Args::command()
-            .bin_name("lesson06-server")
-            .error(clap::error::ErrorKind::ArgumentConflict, why)
-            .exit();
+        let mut usage = Args::command().bin_name("lesson06-server");
+        usage.error(clap::error::ErrorKind::ArgumentConflict, why).exit();
     }
+    // ANCHOR_END: no_mode
     if !cfg!(target_os = "linux") {
-        return Err(linux_only("SO_PEERCRED, this server's lock,")).context("start");
+        return Err(linux_only()).context("start");
     }
     let limits =
         Limits { idle: Duration::from_millis(args.idle_timeout_ms), max_line: args.max_line };
-    let address = match args.path.clone() {
-        Some(address) => address,
+    let path = match args.path.clone() {
+        Some(path) => path,
         None => {
             let dir = default_socket_dir();
             create_private_dir(&dir)?;
@@ -109,20 +107,34 @@ fn run() -> anyhow::Result<()> {
         }
     };
     let mode = args.mode.unwrap_or(if args.group.is_some() { 0o660 } else { 0o600 });
-    // ANCHOR: bind_either
-    // The socket file, if there is one: an abstract name leaves nothing to remove.
-    let (listener, socket_file) = match &address {
-        Address::File(path) => {
-            remove_stale_socket(path)?;
-            let listener = bind_file(path, mode, args.group.is_some())?;
-            (listener, Some(Arc::new(SocketFile::bound_at(path)?)))
-        }
-        Address::Abstract(_) => (bind_abstract(&address)?, None),
+    remove_stale_socket(&path)?;
+    // ANCHOR: bind
+    // `bind` creates the socket file; std then calls `listen`, so clients can queue up until
+    // we `accept` them. If anything exists at `path` — even the socket file of a server that
+    // died — `bind` fails with "Address already in use".
+    //
+    // The file is born with mode 0777 minus the umask, and from `listen` on anyone the mode
+    // lets in can connect. So the umask is set *before* `bind`: a chmod after it would leave a
+    // window in which others connect, and their connections outlive the chmod. With --group
+    // the file is born open to the owner only; `give_to_group` opens it to the group later.
+    let born = if args.group.is_some() { mode & 0o700 } else { mode };
+    // The umask is per process: change it only while no other thread could be creating files.
+    // (`as _`: mode_t is 32 bits on Linux, 16 on macOS and the BSDs; 0o777 fits either.)
+    let umask_before = umask(Mode::from_raw_mode((!born & 0o777) as _));
+    let bound = path.socket_addr().and_then(|address| UnixListener::bind_addr(&address));
+    umask(umask_before);
+    let listener = bound.with_context(|| format!("bind {}", path.display()))?;
+    // ANCHOR_END: bind
+    // ANCHOR: guard
+    // The socket file, if any: an abstract name leaves nothing behind to remove.
+    let socket_file = match &path {
+        Address::File(file) => Some(Arc::new(SocketFile::bound_at(file)?)),
+        Address::Abstract(_) => None,
     };
     let _remove_on_exit = socket_file.clone().map(RemoveOnDrop);
-    // ANCHOR_END: bind_either
-    if let (Some(gid), Address::File(path)) = (args.group, &address) {
-        give_to_group(path, gid, mode)?;
+    // ANCHOR_END: guard
+    if let (Some(gid), Address::File(file)) = (args.group, &path) {
+        give_to_group(file, gid, mode)?;
     }
 
     // 0 while serving; then the signal that asked us to stop.
@@ -132,7 +144,7 @@ fn run() -> anyhow::Result<()> {
     // The line that scripts and tests wait for. writeln!, not println!, which would panic
     // if nobody reads our stdout.
     let mut stdout = io::stdout();
-    writeln!(stdout, "listening on {address}")
+    writeln!(stdout, "listening on {}", path.display())
         .and_then(|()| stdout.flush())
         .context("write stdout")?;
     let allowed = Arc::new(Allowed::from_args(&args));
@@ -194,10 +206,10 @@ fn run() -> anyhow::Result<()> {
         eprintln!("lesson06-server: grace period over; cutting off open connections: {cut_off}");
     }
     // ANCHOR_END: grace
-    if let Some(socket_file) = &socket_file
+    if let Some(socket_file) = socket_file
         && socket_file.remove()
     {
-        eprintln!("lesson06-server: removed {}", socket_file.path.display());
+        eprintln!("lesson06-server: removed {}", path.display());
     }
     Ok(())
 }
@@ -223,7 +235,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Deleting whatever is at the path before binding would steal the path from a server that
 /// is still running (its clients could no longer reach it; it would never know) and delete
 /// a regular file that was put there by mistake. So look first, then knock.
-fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
+fn remove_stale_socket(address: &Address) -> anyhow::Result<()> {
+    // An abstract name is never stale: the kernel frees it the moment its socket closes.
+    let Address::File(path) = address else { return Ok(()) };
     // symlink_metadata, not metadata: a symlink is not followed, and not ours to remove.
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
@@ -236,7 +250,7 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
     // On Linux a live server whose backlog is full makes a plain `connect` wait, not fail,
     // until it gets round to accepting — forever, if it is hung. Bounded, a timeout still
     // answers the question: someone holds the listening socket, so the file is not stale.
-    match connect_within(&Address::File(path.to_owned()), PROBE_TIMEOUT) {
+    match connect_within(address, PROBE_TIMEOUT) {
         Ok(_) => bail!("probe {}: is in use by a running server", path.display()),
         Err(err) if err.kind() == ErrorKind::TimedOut => bail!(
             "probe {}: is in use by a running server (it did not accept within {} ms)",
@@ -256,44 +270,6 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
     }
 }
 // ANCHOR_END: remove_stale
-
-// ANCHOR: bind
-/// Create the socket file at `path`, born with `mode` (only its owner's bits while `group`
-/// is still to be given the file), and listen.
-fn bind_file(path: &Path, mode: u32, group: bool) -> anyhow::Result<UnixListener> {
-    // `bind` creates the socket file; std then calls `listen`, so clients can queue up until
-    // we `accept` them. If anything exists at `path` — even the socket file of a server that
-    // died — `bind` fails with "Address already in use".
-    //
-    // The file is born with mode 0777 minus the umask, and from `listen` on anyone the mode
-    // lets in can connect. So the umask is set *before* `bind`: a chmod after it would leave a
-    // window in which others connect, and their connections outlive the chmod. With --group
-    // the file is born open to the owner only; `give_to_group` opens it to the group later.
-    let born = if group { mode & 0o700 } else { mode };
-    // The umask is per process: change it only while no other thread could be creating files.
-    // (`as _`: mode_t is 32 bits on Linux, 16 on macOS and the BSDs; 0o777 fits either.)
-    let umask_before = umask(Mode::from_raw_mode((!born & 0o777) as _));
-    let bound = UnixListener::bind(path);
-    umask(umask_before);
-    bound.with_context(|| format!("bind {}", path.display()))
-}
-// ANCHOR_END: bind
-
-// ANCHOR: bind_abstract
-/// Bind the abstract name in `address` and listen. Nothing is created in any directory: there
-/// is no stale file to probe first, no umask to set, no mode, and nothing to remove on exit.
-fn bind_abstract(address: &Address) -> anyhow::Result<UnixListener> {
-    let name = address.socket_addr().with_context(|| format!("bind {address}"))?;
-    match UnixListener::bind_addr(&name) {
-        Ok(listener) => Ok(listener),
-        // Never stale: the kernel frees the name as soon as its socket closes.
-        Err(err) if err.kind() == ErrorKind::AddrInUse => {
-            bail!("bind {address}: {err}: a running process holds this name")
-        }
-        Err(err) => Err(err).with_context(|| format!("bind {address}")),
-    }
-}
-// ANCHOR_END: bind_abstract
 
 // ANCHOR: socket_file
 /// The socket file this server bound, known by device and inode as well as by path: once
@@ -434,8 +410,8 @@ impl Allowed {
         Allowed { uids, gids }
     }
 
-    fn admits(&self, peer: &Peer) -> bool {
-        self.uids.contains(&peer.uid) || self.gids.contains(&peer.gid)
+    fn admits(&self, uid: u32, gid: u32) -> bool {
+        self.uids.contains(&uid) || self.gids.contains(&gid)
     }
 }
 // ANCHOR_END: allowed
@@ -469,23 +445,22 @@ impl Drop for Connection {
 fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits) {
     // ANCHOR: peer
     // SO_PEERCRED: the kernel recorded who called `connect` (uid, gid, pid at that moment).
-    // The client cannot lie about it, unlike anything it could send us.
-    // With an abstract name this is the only lock: there is no file mode to keep anyone out.
-    let peer = match peer_credentials(&stream) {
+    // The client cannot lie about it, unlike anything it could send us. With an abstract name
+    // it is the only lock: no file mode keeps anyone out.
+    let (uid, gid, pid) = match peer_credentials(&stream) {
         Ok(peer) => peer,
         Err(err) => {
             eprintln!("lesson06-server: connection {id}: peer credentials: {err}");
             return;
         }
     };
-    let Peer { uid, gid, pid } = peer;
     // A peer outside our PID namespace (we run in a container, it on the host) has a pid the
     // kernel cannot name here, so it says 0. Nothing is wrong with the peer: serve it.
     let outside = if pid == 0 { " (outside this PID namespace)" } else { "" };
     eprintln!(
         "lesson06-server: connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}"
     );
-    if !allowed.admits(&peer) {
+    if !allowed.admits(uid, gid) {
         eprintln!("lesson06-server: connection {id}: refused uid {uid}");
         if let Err(err) = refuse(&stream, &format!("uid {uid} is not allowed")) {
             eprintln!("lesson06-server: connection {id}: {err:#}");
@@ -493,33 +468,15 @@ fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits) {
         return;
     }
     // ANCHOR_END: peer
-    // ANCHOR: limits
-    let reason = match answer_lines(&stream, limits) {
-        Ok(Stop::Eof(lines)) => {
-            return eprintln!("lesson06-server: connection {id}: closed, lines answered: {lines}");
-        }
-        Ok(Stop::Limit(reason)) => reason,
-        Err(err) => return eprintln!("lesson06-server: connection {id}: {err:#}"),
-    };
-    // A limit is answered as a refusal is: one `error: ` line, so the client learns why it
-    // was cut off instead of seeing the connection simply end.
-    match refuse(&stream, &reason) {
-        Ok(()) => eprintln!("lesson06-server: connection {id}: {reason}; closed"),
-        Err(err) => eprintln!("lesson06-server: connection {id}: {reason}; {err:#}"),
+    match answer_lines(&stream, limits) {
+        Ok(lines) => eprintln!("lesson06-server: connection {id}: closed, lines answered: {lines}"),
+        Err(err) => eprintln!("lesson06-server: connection {id}: {err:#}"),
     }
-    // ANCHOR_END: limits
 } // dropping `stream` closes the connection: the client reads EOF
 
-/// Why `answer_lines` stopped, short of an I/O error.
-enum Stop {
-    /// The client half-closed or went away, after this many lines were answered.
-    Eof(u64),
-    /// A limit was hit: the reason, for the client's `error: ` line and our log.
-    Limit(String),
-}
-
-/// Answer each line until EOF, or until the client oversteps a limit.
-fn answer_lines(stream: &UnixStream, limits: Limits) -> anyhow::Result<Stop> {
+/// Answer each line until EOF (the client half-closed or went away); returns how many. A
+/// client that oversteps a limit is told why (see `cut_off`), and the reason is the error.
+fn answer_lines(stream: &UnixStream, limits: Limits) -> anyhow::Result<u64> {
     let mut reader = BufReader::new(Deadline { stream, at: Instant::now() });
     let mut line = Vec::new();
     let mut lines = 0;
@@ -532,15 +489,15 @@ fn answer_lines(stream: &UnixStream, limits: Limits) -> anyhow::Result<Stop> {
         // it after `max_line + 1` bytes, so a line that never ends cannot fill our memory.
         let longest = limits.max_line as u64 + 1;
         match (&mut reader).take(longest).read_until(b'\n', &mut line) {
-            Ok(0) => return Ok(Stop::Eof(lines)),
+            Ok(0) => return Ok(lines),
             Ok(_) if line.len() > limits.max_line && !line.ends_with(b"\n") => {
                 let reason = format!("line longer than {} bytes", limits.max_line);
-                return Ok(Stop::Limit(reason));
+                return Err(cut_off(stream, reason));
             }
             Ok(_) => {}
             Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 let reason = format!("no complete line in {} ms", limits.idle.as_millis());
-                return Ok(Stop::Limit(reason));
+                return Err(cut_off(stream, reason));
             }
             Err(err) => return Err(err).context("read"),
         }
@@ -604,6 +561,15 @@ impl Write for Deadline<'_> {
     }
 }
 // ANCHOR_END: deadline
+
+/// A limit is answered as a refusal is, with one `error: ` line, so the client learns why it
+/// was cut off instead of seeing the connection simply end; the reason is also our log line.
+fn cut_off(stream: &UnixStream, reason: String) -> anyhow::Error {
+    match refuse(stream, &reason) {
+        Ok(()) => anyhow::anyhow!("{reason}; closed"),
+        Err(err) => err.context(reason),
+    }
+}
 
 // ANCHOR: refuse
 /// Answer `error: REASON` and end the connection cleanly: shut down our side (the client

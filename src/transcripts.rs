@@ -96,7 +96,7 @@ const SESSIONS: &[(&str, &[Tool], Script)] = &[
     ("errors/enoent", &[], enoent),
     ("errors/eacces", &[ROOT], eacces),
     ("errors/enxio", &[PYTHON], enxio),
-    ("errors/epipe", &[], epipe),
+    ("errors/epipe", &[PYTHON], epipe),
     ("errors/econnreset", &[PYTHON], econnreset),
     ("errors/eprototype", &[NETCAT], eprototype),
     ("errors/eagain", &[PYTHON, STRACE], eagain),
@@ -422,10 +422,14 @@ fn enxio(s: &mut Session) -> anyhow::Result<()> {
 
 /// A Rust program and a C one, each writing to a pipe whose reader is gone (the sleep lets
 /// `true` exit first).
+/// A server that accepts and closes at once, without reading: the client's write, half a
+/// second later, finds the connection gone (EPIPE on a socket). Then the same on a pipe, where
+/// a C program dies of SIGPIPE.
 fn epipe(s: &mut Session) -> anyhow::Result<()> {
-    s.sh(
-        r#"{ sleep 0.2; lesson01-server app.sock; } | true; echo "exit status ${PIPESTATUS[0]}""#,
-    )?;
+    let closer = r#"python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.bind("app.sock"); s.listen(); print("listening on app.sock", flush=True); c, _ = s.accept(); c.close(); s.accept()'"#;
+    s.start("server", closer, "listening on app.sock")?;
+    let late = r#"python3 -c 'import socket, time; s = socket.socket(socket.AF_UNIX); s.connect("app.sock"); time.sleep(0.5); s.send(b"hello\n")'"#;
+    s.sh_failing(late)?;
     s.sh(r#"{ sleep 0.2; yes; } | true; echo "exit status ${PIPESTATUS[0]}""#)
 }
 

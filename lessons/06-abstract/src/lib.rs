@@ -122,8 +122,7 @@ pub fn peer_credentials(stream: &UnixStream) -> io::Result<(u32, u32, i32)> {
 }
 // ANCHOR_END: peer_credentials
 
-/// SO_PEERCRED and abstract names are Linux's: elsewhere the lesson compiles, and says why it
-/// cannot run.
+/// Elsewhere the lesson compiles, and says why it cannot run.
 #[cfg(not(target_os = "linux"))]
 pub fn peer_credentials(_stream: &UnixStream) -> io::Result<(u32, u32, i32)> {
     Err(linux_only())
@@ -136,7 +135,7 @@ pub fn linux_only() -> io::Error {
 // ANCHOR_END: linux_only
 
 // ANCHOR: bounded_connect
-/// `connect` to `path`, a file or a name, giving up after `timeout` with a `timed out` error.
+/// `connect` to the socket file at `path`, giving up after `timeout` with a `timed out` error.
 /// The timeout stays set on the stream as its send timeout: it bounds every write too.
 ///
 /// On Linux `UnixStream::connect` can wait forever: while a server's accept queue (its

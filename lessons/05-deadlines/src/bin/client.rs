@@ -4,11 +4,6 @@
 //! not accept), each write (a server that does not read) and each wait for a reply (a server
 //! that does not answer); when one passes the client says `timed out` and exits 1.
 //!
-//! A client is `connect` to the socket file's path, then plain reads and writes. When it has
-//! nothing more to send it *half-closes* (`shutdown(Write)`: "no more from me, but I am still
-//! listening"); the server reads EOF, answers what is left and closes, and the client reads
-//! EOF in turn.
-//!
 //! Run: start the server (it prints `listening on PATH`), then
 //! `cargo run --bin lesson05-client -- PATH hello world`, or without messages to type lines
 //! (Ctrl-D to finish). Partner: server.rs.

@@ -220,9 +220,9 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
     if !meta.file_type().is_socket() {
         bail!("probe {}: not a socket; left untouched", path.display());
     }
-    // On Linux a live server whose backlog is full makes a plain `connect` wait, not fail,
-    // until it gets round to accepting — forever, if it is hung. Bounded, a timeout still
-    // answers the question: someone holds the listening socket, so the file is not stale.
+    // On Linux a live server whose backlog is full makes this connect wait, not fail, until
+    // it gets round to accepting — forever, if it is hung. Bounded, a timeout still answers
+    // the question: someone holds the listening socket, so the file is not stale.
     match connect_within(path, PROBE_TIMEOUT) {
         Ok(_) => bail!("probe {}: is in use by a running server", path.display()),
         Err(err) if err.kind() == ErrorKind::TimedOut => bail!(

@@ -6,9 +6,9 @@
 //! is there a mode or a directory to keep strangers out: any local user can connect to any
 //! abstract name, so lesson 04's peer-credential check is the only lock (on by default).
 //!
-//! Run: `cargo run --bin lesson06-server -- @lesson06` prints `listening on @lesson06`; then,
-//! in another terminal, `cargo run --bin lesson06-client -- @lesson06 hello` or
-//! `socat - ABSTRACT-CONNECT:lesson06`. Partner: client.rs.
+//! Run: `cargo run --bin lesson06-server` prints `listening on PATH`; then, in another terminal,
+//! `cargo run --bin lesson06-client -- PATH hello` or `nc -NU PATH`. PATH `@lesson06` is a name
+//! (`socat - ABSTRACT-CONNECT:lesson06` talks to it). Partner: client.rs.
 
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
@@ -96,8 +96,8 @@ fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     // ANCHOR: no_mode
     // A mode or a group for a file that does not exist would protect nothing, silently.
-    let abstract_name = matches!(args.path, Some(Address::Abstract(_)));
-    if abstract_name && (args.mode.is_some() || args.group.is_some()) {
+    let named = matches!(args.path, Some(Address::Abstract(_)));
+    if named && (args.mode.is_some() || args.group.is_some()) {
         let why = "an abstract name (@name) has no file, so no --mode or --group; \
                    let peers in with --allow-uid or --allow-gid";
         let mut usage = Args::command().bin_name("lesson06-server");
@@ -227,9 +227,7 @@ fn run() -> anyhow::Result<()> {
         eprintln!("lesson06-server: grace period over; cutting off open connections: {cut_off}");
     }
     // ANCHOR_END: grace
-    if let Some(socket_file) = socket_file
-        && socket_file.remove()
-    {
+    if socket_file.is_some_and(|file| file.remove()) {
         eprintln!("lesson06-server: removed {}", path.display());
     }
     Ok(())
@@ -285,9 +283,9 @@ fn remove_stale_socket(address: &Address) -> anyhow::Result<()> {
     if !meta.file_type().is_socket() {
         bail!("probe {}: not a socket; left untouched", path.display());
     }
-    // On Linux a live server whose backlog is full makes a plain `connect` wait, not fail,
-    // until it gets round to accepting — forever, if it is hung. Bounded, a timeout still
-    // answers the question: someone holds the listening socket, so the file is not stale.
+    // On Linux a live server whose backlog is full makes this connect wait, not fail, until
+    // it gets round to accepting — forever, if it is hung. Bounded, a timeout still answers
+    // the question: someone holds the listening socket, so the file is not stale.
     match connect_within(address, PROBE_TIMEOUT) {
         Ok(_) => bail!("probe {}: is in use by a running server", path.display()),
         Err(err) if err.kind() == ErrorKind::TimedOut => bail!(

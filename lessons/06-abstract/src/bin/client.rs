@@ -5,13 +5,8 @@
 //! refused", never "No such file or directory". (`--timeout-ms`, from lesson 05, bounds
 //! `connect`, each write and each wait for a reply.)
 //!
-//! A client is `connect` to the server's address, then plain reads and writes. When it has
-//! nothing more to send it *half-closes* (`shutdown(Write)`: "no more from me, but I am still
-//! listening"); the server reads EOF, answers what is left and closes, and the client reads
-//! EOF in turn.
-//!
 //! Run: start the server (it prints `listening on PATH`), then
-//! `cargo run --bin lesson06-client -- @lesson06 hello world`, or without messages to type lines
+//! `cargo run --bin lesson06-client -- PATH hello world`, or without messages to type lines
 //! (Ctrl-D to finish). Partner: server.rs.
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Write};

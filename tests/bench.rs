@@ -160,9 +160,9 @@ fn assert_table(report: &Value, id: &str, columns: &[&str], rows: &[String], rat
     }
 }
 
-/// `bench --quick --json`: every table, row and column the bench promises is in the JSON,
-/// every figure and ratio is a positive number, the same JSON is in report.json, and the run
-/// leaves only its three files behind.
+/// `bench --quick --json`: every table, row and column the bench promises is in the JSON (the
+/// worker-pool table too, derived from the others), every figure and ratio is a positive
+/// number, the same JSON is in report.json, and the run leaves only its three files behind.
 #[test]
 fn quick_json_has_every_row_and_column_and_only_positive_figures() {
     let scratch = Scratch::new();
@@ -194,7 +194,9 @@ fn quick_json_has_every_row_and_column_and_only_positive_figures() {
     assert_table(&report, "connections", &["unix", "tcp"], &clients, &["tcp"]);
     let load = ["connections_1", "connections_8", "lines_1", "lines_8"];
     assert_table(&report, "lessons", &load, &lesson_labels(), &[]);
-    assert_eq!(report["tables"].as_array().unwrap().len(), 5, "tables other than these five");
+    let pool = ["lesson_07", "lesson_06", "lean", "pool_vs_06", "pool_vs_lean"];
+    assert_table(&report, "pool", &pool, &clients, &[]);
+    assert_eq!(report["tables"].as_array().unwrap().len(), 6, "tables other than these six");
 
     let saved: Value =
         serde_json::from_str(&fs::read_to_string(scratch.path("out/report.json")).unwrap())
@@ -213,7 +215,7 @@ fn quick_prints_markdown_tables_with_ratio_columns() {
     let stdout = &printed.stdout;
     let ratio = Regex::new(r"^\d+\.\d\d× (faster|slower)$").unwrap();
     let tables: Vec<&str> = stdout.split("\n### ").skip(1).collect();
-    assert_eq!(tables.len(), 5, "five tables, each under a ### heading:\n{stdout}");
+    assert_eq!(tables.len(), 6, "six tables, each under a ### heading:\n{stdout}");
     let mut ratio_columns = 0;
     for table in tables {
         let lines: Vec<&str> = table.lines().filter(|line| line.starts_with('|')).collect();

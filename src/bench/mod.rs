@@ -100,8 +100,9 @@ pub fn bench(quick: bool, json: bool, out: Option<PathBuf>) -> anyhow::Result<()
         plan.bulk(&ctx);
         plan.connections(&ctx);
         plan.lesson_servers(&ctx, &running);
-        let tables = plan.run(sizes.runs, interrupted)?;
+        let mut tables = plan.run(sizes.runs, interrupted)?;
         drop(running);
+        tables.extend(report::pool(&tables, &CLIENTS.map(clients_label)));
         let report = Report { header, tables };
         write_report(&report, &out, json)
     })

@@ -236,6 +236,46 @@ impl Table {
     }
 }
 
+/// Lesson 07's worker pool beside lesson 06's thread per client and the lean server (threads
+/// that accept, in the bench's own process), from figures the other tables measured in the same
+/// rounds: connections/s, and each round's ratios, so a burst of load elsewhere hits both
+/// sides of a ratio alike. `None` without those rows (a lesson renamed or missing).
+pub fn pool(tables: &[Table], clients: &[String]) -> Option<Table> {
+    let find = |id: &str| tables.iter().find(|table| table.id == id);
+    let (lessons, connections) = (find("lessons")?, find("connections")?);
+    let row = |table: &'_ Table, label: &str| -> Option<usize> {
+        table.rows.iter().position(|row| row.label.starts_with(label))
+    };
+    let (pool, threads) = (row(lessons, "07 ")?, row(lessons, "06 ")?);
+    let unix = connections.column("unix")?;
+    let columns = [
+        ("lesson_07", "07 worker-pool"),
+        ("lesson_06", "06 (a thread per client)"),
+        ("lean", "lean server"),
+        ("pool_vs_06", "07 ÷ 06"),
+        ("pool_vs_lean", "07 ÷ lean"),
+    ];
+    let columns = columns.map(|(id, title)| Column { id: id.into(), title: title.into() });
+    let title = "A worker pool (lesson 07) against a thread per client and the lean server";
+    let mut table = Table::new("pool", title, "connections/s", true, "clients", columns.into());
+    for label in clients {
+        let column = lessons.column(&format!("connections_{}", label.split(' ').next()?))?;
+        let runs =
+            |table: &'_ Table, row: usize, column: usize| table.rows[row].runs[column].clone();
+        let (ours, theirs) = (runs(lessons, pool, column), runs(lessons, threads, column));
+        let lean = runs(connections, row(connections, label)?, unix);
+        let at = table.add_row(label.clone());
+        for ((ours, theirs), lean) in ours.into_iter().zip(theirs).zip(lean) {
+            for (column, figure) in
+                [ours, theirs, lean, ours / theirs, ours / lean].into_iter().enumerate()
+            {
+                table.record(&Cell { table: 0, row: at, column }, figure);
+            }
+        }
+    }
+    Some(table.finish())
+}
+
 impl Figure {
     /// Min, median and max of `runs`; `None` when there are none.
     fn of(runs: &[f64]) -> Option<Figure> {
@@ -263,7 +303,8 @@ pub fn markdown_tables(report: &Report) -> String {
         "Each figure is the median of {} runs, with the lowest and the highest in brackets. \
          *Unix vs X* compares the medians: how many times faster (or slower) the Unix socket \
          was than X — for times, X's time ÷ the Unix socket's; for rates, the Unix socket's \
-         rate ÷ X's. 1 GB = 10⁹ bytes.\n",
+         rate ÷ X's. In the worker-pool table, *07 ÷ 06* and *07 ÷ lean* are taken round by \
+         round, each from two figures measured in the same round. 1 GB = 10⁹ bytes.\n",
         report.header.runs
     );
     for table in &report.tables {

@@ -191,10 +191,18 @@ fn quick_json_has_every_row_and_column_and_only_positive_figures() {
             .map(str::to_owned);
     assert_table(&report, "file", &["file"], &file_rows, &[]);
     let clients = ["1 client".to_owned(), "8 clients".to_owned()];
-    assert_table(&report, "connections", &["unix", "tcp"], &clients, &["tcp"]);
+    assert_table(&report, "connections", &["unix", "tcp", "unix_handoff"], &clients, &["tcp"]);
     let load = ["connections_1", "connections_8", "lines_1", "lines_8"];
     assert_table(&report, "lessons", &load, &lesson_labels(), &[]);
-    let pool = ["lesson_07", "lesson_06", "lean", "pool_vs_06", "pool_vs_lean"];
+    let pool = [
+        "lesson_07",
+        "lesson_06",
+        "lean",
+        "lean_handoff",
+        "pool_vs_06",
+        "pool_vs_lean",
+        "handoff_vs_accept",
+    ];
     assert_table(&report, "pool", &pool, &clients, &[]);
     assert_eq!(report["tables"].as_array().unwrap().len(), 6, "tables other than these six");
 

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -199,6 +199,56 @@ pub fn lean_server(ctx: &Ctx, transport: Transport, clients: usize) -> anyhow::R
     Ok(rate)
 }
 
+/// The lean server in lesson 07's shape, over a Unix socket: one thread accepts and hands each
+/// connection through a bounded queue to `clients` workers started beforehand. Beside
+/// [`lean_server`], whose threads each accept for themselves, it measures what the handoff
+/// costs (a queue and a wakeup per connection) without a lesson's logging and checks.
+pub fn lean_handoff(ctx: &Ctx, clients: usize) -> anyhow::Result<f64> {
+    let (listener, target) = Listener::bind(Transport::Unix, ctx.sockets)?;
+    let (queue, jobs) = mpsc::sync_channel::<Box<dyn Stream>>(1024);
+    let jobs = Mutex::new(jobs);
+    let rate = thread::scope(|scope| {
+        let result = (|| {
+            for _ in 0..clients {
+                let jobs = &jobs;
+                let work = move || {
+                    let mut line = Vec::new();
+                    loop {
+                        let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        let Ok(mut stream) = job else { return };
+                        answer_one(&mut stream, &mut line);
+                    }
+                };
+                thread::Builder::new().spawn_scoped(scope, work).context("spawn a worker")?;
+            }
+            let listener = &listener;
+            let accept = move || {
+                while let Ok(stream) = listener.accept() {
+                    if queue.send(stream).is_err() {
+                        return;
+                    }
+                }
+            }; // the queue is dropped when accept fails: the workers then stop
+            thread::Builder::new().spawn_scoped(scope, accept).context("spawn the acceptor")?;
+            Load::Connections.per_second(&target, clients, ctx.sizes.connections, ctx.interrupted)
+        })();
+        listener.shut_down()?;
+        result
+    })?;
+    if let Target::Unix(path) = &target {
+        std::fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
+    }
+    Ok(rate)
+}
+
+/// Read one line, answer it upper-cased; a failed connection is its client's to report.
+fn answer_one(stream: &mut Box<dyn Stream>, line: &mut Vec<u8>) {
+    if read_line(stream, line).is_ok() {
+        line.make_ascii_uppercase();
+        let _ = stream.write_all(line);
+    }
+}
+
 /// The lean server's listening socket.
 enum Listener {
     Unix(UnixListener),
@@ -239,11 +289,7 @@ impl Listener {
     fn serve(&self) {
         let mut line = Vec::new();
         while let Ok(mut stream) = self.accept() {
-            // A failed connection is its client's to report; the server goes on.
-            if read_line(&mut stream, &mut line).is_ok() {
-                line.make_ascii_uppercase();
-                let _ = stream.write_all(&line);
-            }
+            answer_one(&mut stream, &mut line);
         }
     }
 

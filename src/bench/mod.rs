@@ -246,13 +246,17 @@ impl<'a> Plan<'a> {
     /// Connections per second against the bench's own lean server, Unix and TCP.
     fn connections(&mut self, ctx: &'a Ctx) {
         let transports = [Transport::Unix, Transport::Tcp];
+        let mut columns = transport_columns(&transports);
+        // Lesson 07's shape, one acceptor handing off to a pool, beside threads that accept.
+        let handoff = Column { id: "unix_handoff".into(), title: "Unix, one acceptor".into() };
+        columns.push(handoff);
         let table = self.table(Table::new(
             "connections",
             "Connections: connect, one line, its reply, close; a lean server",
             "connections/s",
             true,
             "clients",
-            transport_columns(&transports),
+            columns,
         ));
         for clients in CLIENTS {
             let row = self.row(table, clients_label(clients));
@@ -263,6 +267,11 @@ impl<'a> Plan<'a> {
                     move || load::lean_server(ctx, transport, clients).map(|rate| vec![rate]),
                 );
             }
+            self.case(
+                format!("connections, Unix, one acceptor, {}", clients_label(clients)),
+                vec![Cell { table, row, column: transports.len() }],
+                move || load::lean_handoff(ctx, clients).map(|rate| vec![rate]),
+            );
         }
     }
 

@@ -247,13 +247,15 @@ pub fn pool(tables: &[Table], clients: &[String]) -> Option<Table> {
         table.rows.iter().position(|row| row.label.starts_with(label))
     };
     let (pool, threads) = (row(lessons, "07 ")?, row(lessons, "06 ")?);
-    let unix = connections.column("unix")?;
+    let (unix, handoff) = (connections.column("unix")?, connections.column("unix_handoff")?);
     let columns = [
         ("lesson_07", "07 worker-pool"),
         ("lesson_06", "06 (a thread per client)"),
-        ("lean", "lean server"),
+        ("lean", "lean (threads accept)"),
+        ("lean_handoff", "lean (one acceptor)"),
         ("pool_vs_06", "07 ÷ 06"),
         ("pool_vs_lean", "07 ÷ lean"),
+        ("handoff_vs_accept", "one acceptor ÷ threads accept"),
     ];
     let columns = columns.map(|(id, title)| Column { id: id.into(), title: title.into() });
     let title = "A worker pool (lesson 07) against a thread per client and the lean server";
@@ -263,12 +265,13 @@ pub fn pool(tables: &[Table], clients: &[String]) -> Option<Table> {
         let runs =
             |table: &'_ Table, row: usize, column: usize| table.rows[row].runs[column].clone();
         let (ours, theirs) = (runs(lessons, pool, column), runs(lessons, threads, column));
-        let lean = runs(connections, row(connections, label)?, unix);
+        let lean_row = row(connections, label)?;
+        let (lean, one) = (runs(connections, lean_row, unix), runs(connections, lean_row, handoff));
         let at = table.add_row(label.clone());
-        for ((ours, theirs), lean) in ours.into_iter().zip(theirs).zip(lean) {
-            for (column, figure) in
-                [ours, theirs, lean, ours / theirs, ours / lean].into_iter().enumerate()
-            {
+        let rounds = ours.into_iter().zip(theirs).zip(lean).zip(one);
+        for (((ours, theirs), lean), one) in rounds {
+            let figures = [ours, theirs, lean, one, ours / theirs, ours / lean, one / lean];
+            for (column, figure) in figures.into_iter().enumerate() {
                 table.record(&Cell { table: 0, row: at, column }, figure);
             }
         }
@@ -303,8 +306,8 @@ pub fn markdown_tables(report: &Report) -> String {
         "Each figure is the median of {} runs, with the lowest and the highest in brackets. \
          *Unix vs X* compares the medians: how many times faster (or slower) the Unix socket \
          was than X — for times, X's time ÷ the Unix socket's; for rates, the Unix socket's \
-         rate ÷ X's. In the worker-pool table, *07 ÷ 06* and *07 ÷ lean* are taken round by \
-         round, each from two figures measured in the same round. 1 GB = 10⁹ bytes.\n",
+         rate ÷ X's. In the worker-pool table the ratios (÷) are taken round by round, each from \
+         two figures measured in the same round. 1 GB = 10⁹ bytes.\n",
         report.header.runs
     );
     for table in &report.tables {

@@ -1,7 +1,8 @@
-//! lesson07's one idea: `@name` binds a name in Linux's abstract namespace. No file is
-//! created; the kernel lists the name (/proc/net/unix, `ss -xl`) while the socket is open and
-//! drops it when the server exits, however it exits; the name is first come, first served;
-//! and with no file mode to keep strangers out, the peer-credential check is the lock.
+//! Lesson 06's one idea, still holding in lesson 07: `@name` binds a name in Linux's abstract
+//! namespace. No file is created; the kernel lists the name (/proc/net/unix, `ss -xl`) while the
+//! socket is open and drops it when the server exits, however it exits; the name is first come,
+//! first served; and with no file mode to keep strangers out, the peer-credential check is the
+//! lock.
 
 use std::fs;
 use std::io::ErrorKind;

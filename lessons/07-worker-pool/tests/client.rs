@@ -1,4 +1,4 @@
-//! Lesson 01's client behaviours, still holding in lesson 06: lesson07-client, proven against the
+//! Lesson 01's client behaviours, still holding in lesson 07: lesson07-client, proven against the
 //! real lesson07-server and against small fake servers that misbehave on purpose.
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,4 +1,4 @@
-//! Lesson 03's one idea, still holding in lesson 06: SIGINT and SIGTERM stop lesson07-server
+//! Lesson 03's one idea, still holding in lesson 07: SIGINT and SIGTERM stop lesson07-server
 //! gracefully, and it removes its socket file — only its own — on the way out.
 
 use std::fs;

@@ -1,4 +1,4 @@
-//! Lesson 04's one idea, still holding in lesson 06: who may connect to lesson07-server. The file
+//! Lesson 04's one idea, still holding in lesson 07: who may connect to lesson07-server. The file
 //! system decides first (the socket file's mode, set by the umask before `bind`, in a private
 //! directory); then the server checks the peer's credentials (SO_PEERCRED). Tests that need another
 //! user run as root and switch the client to `nobody`; when not root they skip with the reason

@@ -1,4 +1,4 @@
-//! Lesson 01's behaviours, still holding in lesson 06: lesson07-server, proven with the real binary
+//! Lesson 01's behaviours, still holding in lesson 07: lesson07-server, proven with the real binary
 //! on real sockets in private temp dirs. Lesson 01's tests of a file already at the path are not
 //! here: lesson 02 changed that behaviour, and tests/stale_socket.rs proves the new one.
 

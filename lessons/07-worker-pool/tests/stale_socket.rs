@@ -1,4 +1,4 @@
-//! Lesson 02's one idea, still holding in lesson 06: lesson07-server removes a stale socket file,
+//! Lesson 02's one idea, still holding in lesson 07: lesson07-server removes a stale socket file,
 //! and nothing else.
 
 use std::fs;

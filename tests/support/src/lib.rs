@@ -2,9 +2,10 @@
 //!
 //! Start a real server binary in a private temp dir and wait for its `listening on PATH` line
 //! with a deadline ([`Server`]); talk to it as a real client with deadlines on every read and
-//! write ([`Conn`]); read a process's CPU time and open descriptors from /proc; run a command as
-//! `nobody`; find outside tools. A test that cannot run here (a tool is missing, or it needs
-//! root) skips with the reason outside CI and fails in CI ([`have_tool`], [`is_root`]).
+//! write ([`Conn`]); read a process's CPU time, threads and open descriptors from /proc; run a
+//! command as `nobody`; find outside tools. A test that cannot run here (a tool is missing, it
+//! needs root, or more descriptors than RLIMIT_NOFILE allows) skips with the reason outside CI
+//! and fails in CI ([`have_tool`], [`is_root`], [`allow_descriptors`]).
 //! Every wait has a deadline ([`DEADLINE`]). A [`Server`] is killed when dropped, so a failing
 //! test leaves nothing running, and a [`tempfile::TempDir`] removes its directory, so it leaves
 //! nothing on disk.
@@ -339,6 +340,49 @@ pub fn cpu_time(pid: Pid) -> Duration {
         fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     let per_second = rustix::param::clock_ticks_per_second();
     Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// How many threads process `pid` runs now, as /proc/PID/status `Threads:` counts them (the
+/// main thread included). An error once the process is gone: never a count of 0.
+pub fn thread_count(pid: Pid) -> io::Result<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.as_raw_nonzero()))?;
+    let line = status.lines().find_map(|line| line.strip_prefix("Threads:"));
+    let count = line.and_then(|count| count.trim().parse().ok());
+    count.ok_or_else(|| io::Error::new(ErrorKind::InvalidData, "no Threads: line in status"))
+}
+
+/// How many descriptors process `pid` holds open now (the entries of /proc/PID/fd): each
+/// connection a server has accepted and not yet closed is one. An error once the process is
+/// gone: never a count of 0.
+pub fn open_fd_count(pid: Pid) -> io::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{}/fd", pid.as_raw_nonzero()))?.count())
+}
+
+/// Can this test process, and each child it starts from now on, open `wanted` descriptors?
+/// A soft RLIMIT_NOFILE below that is raised to the hard limit (children inherit it; other
+/// tests in this process only gain). When the hard limit is below it too, the test cannot run
+/// here: false, skipping with the reason outside CI; in CI it fails (see [`have_tool`]).
+pub fn allow_descriptors(wanted: u64) -> bool {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is RLIM_INFINITY.
+    let enough = |n: Option<u64>| n.is_none_or(|n| n >= wanted);
+    if enough(limit.current) {
+        return true;
+    }
+    if enough(limit.maximum) {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => return true,
+            Err(err) => eprintln!("raise RLIMIT_NOFILE to its hard limit: {err}"),
+        }
+    }
+    let (soft, hard) = (limit.current.unwrap_or(u64::MAX), limit.maximum.unwrap_or(u64::MAX));
+    let why = format!(
+        "this test needs {wanted} descriptors and RLIMIT_NOFILE allows {soft} (hard limit \
+         {hard}): raise it, e.g. `ulimit -n {wanted}` as root"
+    );
+    cannot_run(in_ci(), &why, &why)
 }
 
 /// A client connection made by the test itself, with a deadline on every read and write.
@@ -705,6 +749,28 @@ mod tests {
         };
         assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
         assert!(elapsed >= limit && elapsed < DEADLINE, "gave up after {elapsed:?}");
+    }
+
+    /// thread_count and open_fd_count read a live process (`sleep` runs one thread and holds its
+    /// standard streams open) and are errors, not 0, once it is gone.
+    #[test]
+    fn thread_and_descriptor_counts_are_read_from_proc_and_fail_for_a_process_gone() {
+        let mut sleep = Command::new("sleep");
+        sleep.arg("10").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut sleeper = ChildGuard(sleep.spawn().expect("spawn sleep"));
+        let pid = sleeper.pid();
+        assert_eq!(thread_count(pid).expect("the thread count"), 1);
+        assert!(open_fd_count(pid).expect("the descriptor count") >= 3);
+        sleeper.0.kill().expect("kill");
+        sleeper.wait();
+        assert!(thread_count(pid).is_err(), "a thread count for a process gone");
+        assert!(open_fd_count(pid).is_err(), "a descriptor count for a process gone");
+    }
+
+    /// A test process may always open as many descriptors as it already holds.
+    #[test]
+    fn allow_descriptors_grants_what_the_limit_already_allows() {
+        assert!(allow_descriptors(3));
     }
 
     /// `CI` means a CI run when set to anything but empty, `0` or `false`.

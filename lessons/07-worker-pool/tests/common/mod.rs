@@ -1,4 +1,4 @@
-//! Lesson 03's shutdown scenarios, for graceful_shutdown.rs in lesson 06. Each takes the server
+//! Lesson 03's shutdown scenarios, for graceful_shutdown.rs in lesson 07. Each takes the server
 //! binary: in lesson 03 the exercise checks also run them, against UDS_SERVER.
 
 use std::io::ErrorKind;

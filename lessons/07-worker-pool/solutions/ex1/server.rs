@@ -9,6 +9,8 @@
 //! `cargo run --bin lesson07-client -- PATH hello` or `nc -NU PATH`. PATH `@lesson07` is a name
 //! (`socat - ABSTRACT-CONNECT:lesson07` talks to it). Partner: client.rs.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -69,6 +71,10 @@ struct Args {
     /// client is answered `error: busy`
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// Connections one uid may have open (accepted and not yet closed); past it, that uid's
+    /// next client is answered `error: busy` [default: no limit]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_per_uid: Option<u32>,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -158,6 +164,8 @@ fn run() -> anyhow::Result<()> {
     // `serving`, a channel nobody sends on: shutdown waits on `all_closed` until the last clone
     // is dropped.
     let open = Arc::new(AtomicUsize::new(0));
+    let per_uid = Arc::new(PerUid::default());
+    let max_per_uid = args.max_per_uid.map(|max| max as usize);
     let (serving, all_closed) = mpsc::channel();
     let queue = start_workers(args.workers, args.max_connections, &allowed, limits)?;
     let max_connections = args.max_connections as usize;
@@ -172,11 +180,36 @@ fn run() -> anyhow::Result<()> {
             // Full: say so at once, and never wait on this client (see `busy`).
             Ok((stream, _addr)) if open.load(Ordering::SeqCst) >= max_connections => {
                 eprintln!("lesson07-server: connection {id}: busy ({max_connections} open)");
-                busy(stream);
+                busy(stream, "busy, try again later");
             }
             Ok((stream, _addr)) => {
+                // SO_PEERCRED is one getsockopt on a socket we already hold: the kernel answers
+                // from what it recorded at `connect`, so the acceptor never waits on the client.
+                let uid = match peer_credentials(&stream) {
+                    Ok((uid, _gid, _pid)) => uid,
+                    Err(err) => {
+                        eprintln!("lesson07-server: connection {id}: peer credentials: {err}");
+                        continue;
+                    }
+                };
+                // One user at its own limit is busy too, so it cannot take every connection.
+                let slot = match UidSlot::take(&per_uid, uid, max_per_uid) {
+                    Ok(slot) => slot,
+                    Err(has) => {
+                        let reason = format!("busy: uid {uid} has {has} connections");
+                        eprintln!("lesson07-server: connection {id}: {reason}");
+                        busy(stream, &reason);
+                        continue;
+                    }
+                };
                 let connection = Connection::start(&open, &serving);
-                let job = Job { id, stream, accepted: Instant::now(), _connection: connection };
+                let job = Job {
+                    id,
+                    stream,
+                    accepted: Instant::now(),
+                    _connection: connection,
+                    _uid: slot,
+                };
                 // Never blocks: the queue has room for `max_connections`, more than are open.
                 if let Err(err) = queue.try_send(job) {
                     eprintln!("lesson07-server: connection {id}: queue: {err}");
@@ -434,6 +467,8 @@ struct Job {
     accepted: Instant,
     /// Counts it as open until the worker is done with it.
     _connection: Connection,
+    /// Counts it among its uid's, as long.
+    _uid: UidSlot,
 }
 
 /// Start `workers` threads that serve the connections sent to the returned queue, one at a
@@ -468,13 +503,15 @@ fn start_workers(
     Ok(queue)
 }
 
-/// Past `--max-connections`: `error: busy`, and close. Unlike `refuse` there is no drain: the
-/// acceptor must never wait on a client, and the one thing a flood of refused clients may cost
-/// us is this write. A fresh socket's buffer is empty, so the line goes out without blocking
-/// (non-blocking all the same). A client that had already sent lines reads it, then a reset.
-fn busy(stream: UnixStream) {
+/// Past `--max-connections` or `--max-per-uid`: `error: REASON`, and close. Unlike `refuse`
+/// there is no drain: the acceptor must never wait on a client, and the one thing a flood of
+/// refused clients may cost us is this write. A fresh socket's buffer is empty, so the line
+/// goes out without blocking (non-blocking all the same). A client that had already sent lines
+/// reads it, then a reset.
+fn busy(stream: UnixStream, reason: &str) {
     let _ = stream.set_nonblocking(true); // ok to fail: then the write may block, briefly
-    let _ = (&stream).write_all(b"error: busy, try again later\n"); // ok to fail: it is gone
+    let line = format!("error: {reason}\n");
+    let _ = (&stream).write_all(line.as_bytes()); // ok to fail: it is gone
 }
 // ANCHOR_END: pool
 
@@ -498,6 +535,45 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The connections each uid has open, for `--max-per-uid`. A uid with none has no entry: the
+/// map holds at most one entry per open connection, however many users come and go.
+#[derive(Default)]
+struct PerUid(Mutex<HashMap<u32, usize>>);
+
+/// One of a uid's open connections: counted in `PerUid` until its `Job` is dropped, as
+/// `Connection` is counted in `open`.
+struct UidSlot {
+    per_uid: Arc<PerUid>,
+    uid: u32,
+}
+
+impl UidSlot {
+    /// Count one more connection for `uid`, unless it has `max` open already: then `Err` with
+    /// how many it has. The check and the count under one lock: a worker may be giving one of
+    /// this uid's slots back at the same moment.
+    fn take(per_uid: &Arc<PerUid>, uid: u32, max: Option<usize>) -> Result<UidSlot, usize> {
+        let mut counts = per_uid.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(uid).or_insert(0);
+        if max.is_some_and(|max| *count >= max) {
+            return Err(*count);
+        }
+        *count += 1;
+        Ok(UidSlot { per_uid: Arc::clone(per_uid), uid })
+    }
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        let mut counts = self.per_uid.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Entry::Occupied(mut count) = counts.entry(self.uid) {
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
+            }
+        }
     }
 }
 // ANCHOR_END: connections

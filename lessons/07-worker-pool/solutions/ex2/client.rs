@@ -39,6 +39,10 @@ struct Args {
     /// Give up on connect, on a write, or on a reply owed, after N ms
     #[arg(long, value_name = "N", default_value_t = 5000, value_parser = parse_timeout_ms)]
     timeout_ms: u64,
+    /// When the server answers `error: busy`, try again up to N times, after 100 ms, then 200,
+    /// 400... (MESSAGEs only: lines read from stdin cannot be sent again)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    retry_busy: u32,
 }
 
 fn main() -> ExitCode {
@@ -67,10 +71,38 @@ fn run() -> anyhow::Result<ExitCode> {
     };
     // ANCHOR_END: default_path
     let timeout = Duration::from_millis(args.timeout_ms);
+    // ANCHOR: retry_busy
+    // Lines from stdin are gone once read: a busy server never saw them, and we cannot send
+    // them again. So only MESSAGEs are retried.
+    let retries = if args.message.is_empty() { 0 } else { args.retry_busy };
+    let mut pause = Duration::from_millis(100);
+    for _ in 0..retries {
+        match converse(&path, timeout, args.message.clone())? {
+            Some(code) => return Ok(code),
+            // Busy (its line is on stderr). Wait longer each time: a crowd of clients retrying
+            // at a steady pace would keep a full server full.
+            None => {
+                thread::sleep(pause);
+                pause = pause.saturating_mul(2);
+            }
+        }
+    }
+    // The last try: busy again is a refusal like any other.
+    Ok(converse(&path, timeout, args.message)?.unwrap_or(ExitCode::FAILURE))
+    // ANCHOR_END: retry_busy
+}
+
+/// One conversation: connect, send the MESSAGEs (or stdin), print the replies. `None` when
+/// the server was busy: it said so (on stderr by now) instead of answering.
+fn converse(
+    path: &Address,
+    timeout: Duration,
+    messages: Vec<String>,
+) -> anyhow::Result<Option<ExitCode>> {
     // ANCHOR: connect
     // Bounded: `connect_within` also leaves `timeout` set as the limit on each write.
     let stream =
-        connect_within(&path, timeout).with_context(|| format!("connect {}", path.display()))?;
+        connect_within(path, timeout).with_context(|| format!("connect {}", path.display()))?;
     // ANCHOR_END: connect
     // And on each read: the clone below shares this socket, and so its timeouts.
     stream
@@ -81,20 +113,20 @@ fn run() -> anyhow::Result<ExitCode> {
     // our writes block in turn. It also makes an interactive session show each reply at once.
     let write_half = stream.try_clone().with_context(|| format!("clone {}", path.display()))?;
     // The MESSAGEs are owed their replies from the start: they are sent without waiting.
-    let owed = AtomicUsize::new(args.message.len());
+    let owed = AtomicUsize::new(messages.len());
     let progress = Arc::new(Progress { lines: owed, done: AtomicBool::new(false) });
-    let from_stdin = args.message.is_empty();
+    let from_stdin = messages.is_empty();
     let writer = {
         let (path, progress) = (path.clone(), Arc::clone(&progress));
-        thread::Builder::new().spawn(move || send(&write_half, &args.message, &path, &progress))
+        thread::Builder::new().spawn(move || send(&write_half, &messages, &path, &progress))
     };
     let writer = writer.with_context(|| format!("spawn a writer for {}", path.display()))?;
-    let mut replies = Replies { count: 0, refused: false };
-    let read = read_replies(&stream, &path, &progress, &mut replies);
+    let mut replies = Replies { count: 0, refused: false, busy: false };
+    let read = read_replies(&stream, path, &progress, &mut replies);
     if replies.refused {
         // The server's `error: ` line, already on stderr, says why. A read or write error after
-        // it (the server closed the connection) is only its echo.
-        return Ok(ExitCode::FAILURE);
+        // it (the server closed the connection) is only its echo. Busy may pass: `run` decides.
+        return Ok(if replies.busy { None } else { Some(ExitCode::FAILURE) });
     }
     // A failed read (stdout closed, say) ends the conversation too; the writer ends with us.
     read?;
@@ -114,7 +146,7 @@ fn run() -> anyhow::Result<ExitCode> {
             replies.count
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Some(ExitCode::SUCCESS))
 }
 
 /// How far the writer has got, for the reader to tell a server that owes us a reply from one
@@ -189,6 +221,8 @@ struct Replies {
     count: usize,
     /// The server answered with an `error: ` line (printed to stderr).
     refused: bool,
+    /// That line was `error: busy...`: it may take us later.
+    busy: bool,
 }
 
 // ANCHOR: read_replies
@@ -228,6 +262,7 @@ fn read_replies(
         // A refusal can never be an upper-cased echo: `error: ` is lower case.
         if line.starts_with(b"error: ") {
             replies.refused = true;
+            replies.busy = line.starts_with(b"error: busy");
             let _ = io::stderr().write_all(&line); // ok to lose: stderr is gone
         } else {
             let mut stdout = io::stdout().lock();

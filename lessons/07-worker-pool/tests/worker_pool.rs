@@ -343,3 +343,28 @@ fn a_connection_waiting_for_a_worker_counts_toward_its_idle_timeout() {
     );
     server.wait_for_line("lesson07-server: connection 2: no complete line in 500 ms; closed");
 }
+
+/// A connection that waited in the queue past its idle deadline, but sent its line in time, is
+/// answered, not cut off: the deadline bounds the client's silence, not the server's delay.
+/// With one worker held by A for over 500 ms, B sends its line at once and gets its reply when
+/// the worker is free.
+#[test]
+fn a_queued_connection_whose_line_came_in_time_is_answered() {
+    let idle = Duration::from_millis(500);
+    let dir = temp_dir();
+    let (path, _server) = start(dir.path(), &["--workers", "1", "--idle-timeout-ms", "500"]);
+    let mut holder = Conn::connect(&path);
+    assert_eq!(holder.ask("line 0"), "LINE 0\n");
+    let connected = Instant::now();
+    let mut prompt = Conn::connect(&path);
+    prompt.send(b"here in time\n");
+    prompt.shutdown_write();
+    for i in 1..=12 {
+        thread::sleep(Duration::from_millis(100));
+        assert_eq!(holder.ask(&format!("line {i}")), format!("LINE {i}\n"));
+    }
+    assert!(connected.elapsed() > 2 * idle, "the test ran too fast to prove it");
+    holder.shutdown_write();
+    assert!(holder.at_eof());
+    assert_eq!(prompt.read_to_end(), b"HERE IN TIME\n");
+}

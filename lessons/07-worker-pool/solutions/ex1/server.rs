@@ -30,6 +30,7 @@ use lesson07::{
     Address, SOCKET_NAME, connect_within, default_socket_dir, linux_only, parse_timeout_ms,
     peer_credentials, timed_out,
 };
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::Mode;
 use rustix::process::{Gid, getuid, umask};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -513,6 +514,12 @@ fn busy(stream: UnixStream, reason: &str) {
     let line = format!("error: {reason}\n");
     let _ = (&stream).write_all(line.as_bytes()); // ok to fail: it is gone
 }
+/// Has the client sent something (or closed its side) that we have not read yet? poll(2) with
+/// a zero timeout answers without waiting.
+fn has_input(stream: &UnixStream) -> bool {
+    let mut fds = [PollFd::new(stream, PollFlags::IN)];
+    matches!(poll(&mut fds, Some(&Timespec::default())), Ok(1..))
+}
 // ANCHOR_END: pool
 
 // ANCHOR: connections
@@ -618,8 +625,13 @@ fn answer_lines(stream: &UnixStream, limits: Limits, accepted: Instant) -> anyho
     let mut reader = BufReader::new(Deadline { stream, at: Instant::now() });
     let mut line = Vec::new();
     let mut lines = 0;
-    // The first exchange's deadline counts from accept, time spent waiting for a worker too.
+    // The first exchange's deadline counts from accept, time spent waiting for a worker too:
+    // a client that sent nothing meanwhile is cut off at once. One whose line is already here
+    // was not idle, and is not punished for our delay: its exchange starts now.
     let mut deadline = accepted + limits.idle;
+    if deadline <= Instant::now() && has_input(stream) {
+        deadline = Instant::now() + limits.idle;
+    }
     loop {
         // One deadline for each exchange, the line in and its reply out: see `Deadline`.
         reader.get_mut().at = deadline;

@@ -52,6 +52,18 @@ fn nobody_client(bin: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
+/// A runtime dir whose `uds-course` directory is private (0700) but owned by `nobody` (root
+/// only: chown); the directory and nobody's uid.
+fn default_dir_owned_by_nobody() -> (TempDir, PathBuf, u32) {
+    let runtime = temp_dir();
+    let dir = runtime.path().join("uds-course");
+    fs::create_dir(&dir).expect("mkdir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod 700");
+    let nobody = nobody_id("-u");
+    std::os::unix::fs::chown(&dir, Some(nobody), None).expect("chown to nobody");
+    (runtime, dir, nobody)
+}
+
 /// The default directory is created 0700 and the socket file in it is born 0600.
 #[test]
 fn the_default_dir_is_0700_and_the_socket_file_0600() {
@@ -91,12 +103,7 @@ fn a_default_dir_owned_by_another_user_is_refused() {
     if !is_root() {
         return;
     }
-    let runtime = temp_dir();
-    let dir = runtime.path().join("uds-course");
-    fs::create_dir(&dir).expect("mkdir");
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod 700");
-    let nobody = nobody_id("-u");
-    std::os::unix::fs::chown(&dir, Some(nobody), None).expect("chown to nobody");
+    let (runtime, dir, nobody) = default_dir_owned_by_nobody();
     assert_cmd::Command::new(server())
         .env("XDG_RUNTIME_DIR", runtime.path())
         .timeout(DEADLINE)
@@ -411,12 +418,7 @@ fn the_client_refuses_a_default_dir_owned_by_another_user() {
     if !is_root() {
         return;
     }
-    let runtime = temp_dir();
-    let dir = runtime.path().join("uds-course");
-    fs::create_dir(&dir).expect("mkdir");
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod 700");
-    let nobody = nobody_id("-u");
-    std::os::unix::fs::chown(&dir, Some(nobody), None).expect("chown to nobody");
+    let (runtime, dir, nobody) = default_dir_owned_by_nobody();
     let message = format!(
         "lesson04-client: check {}: owned by uid {nobody}, not by us (uid 0)\n",
         dir.display()

@@ -514,6 +514,7 @@ fn busy(stream: UnixStream, reason: &str) {
     let line = format!("error: {reason}\n");
     let _ = (&stream).write_all(line.as_bytes()); // ok to fail: it is gone
 }
+
 /// Has the client sent something (or closed its side) that we have not read yet? poll(2) with
 /// a zero timeout answers without waiting.
 fn has_input(stream: &UnixStream) -> bool {

@@ -477,6 +477,7 @@ fn busy(stream: UnixStream) {
     let _ = stream.set_nonblocking(true); // ok to fail: then the write may block, briefly
     let _ = (&stream).write_all(b"error: busy, try again later\n"); // ok to fail: it is gone
 }
+
 /// Has the client sent something (or closed its side) that we have not read yet? poll(2) with
 /// a zero timeout answers without waiting.
 fn has_input(stream: &UnixStream) -> bool {

@@ -3,6 +3,10 @@
 //!
 //! plotters' SVG backend writes text as `<text>` elements that the browser renders, so drawing
 //! needs no font files (the `ttf` feature stays off and plotters estimates text widths).
+//!
+//! The book shows the SVG at its natural width in a column about 750 px wide, so the chart is
+//! drawn that wide and its text is sized for it: plotters writes a font's size divided by 1.24,
+//! so the sizes below (17 and 20) come out as 13.7 px and 16.1 px in the SVG.
 
 use anyhow::Context;
 use plotters::coord::Shift;
@@ -12,12 +16,18 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::report::{Figure, Table, number};
 
-const WIDTH: u32 = 960;
+/// The book's content column: the SVG's natural width, so nothing is scaled down.
+const WIDTH: u32 = 750;
 /// Pixels per bar, and for a panel's caption and axis.
-const BAR_HEIGHT: u32 = 22;
-const PANEL_EXTRA: u32 = 80;
+const BAR_HEIGHT: u32 = 24;
+const PANEL_EXTRA: u32 = 96;
 /// Room for the bars' labels, left of the axis.
-const LABEL_WIDTH: u32 = 300;
+const LABEL_WIDTH: u32 = 290;
+/// Font sizes as plotters counts them (÷ 1.24 in the SVG): ≥ 13 px for every label.
+const TEXT: u32 = 17;
+const CAPTION: u32 = 20;
+/// Pixels between a whisker's end and the median written right of it.
+const GAP: i32 = 6;
 
 /// One bar: its label, the figure it shows, and its transport's colour.
 struct Bar<'a> {
@@ -103,7 +113,7 @@ fn color(column: &str) -> RGBColor {
 }
 
 /// One panel: bars from the top down in the tables' order, the runs' range as a line across
-/// each bar's end, and the median written beside it.
+/// each bar's end, and the median written right of that line, clear of it.
 fn draw(area: &DrawingArea<SVGBackend, Shift>, panel: &Panel) -> anyhow::Result<()> {
     let bars = &panel.bars;
     let n = bars.len();
@@ -114,9 +124,9 @@ fn draw(area: &DrawingArea<SVGBackend, Shift>, panel: &Panel) -> anyhow::Result<
     let slot = |i: usize| n - 1 - i;
     let longest = bars.iter().map(|bar| bar.figure.max).fold(0.0, f64::max);
     let mut chart = ChartBuilder::on(area)
-        .caption(panel.title, ("sans-serif", 16))
+        .caption(panel.title, ("sans-serif", CAPTION))
         .margin(8)
-        .x_label_area_size(36)
+        .x_label_area_size(44)
         .y_label_area_size(LABEL_WIDTH)
         .build_cartesian_2d(0.0..longest * 1.25, (0..n).into_segmented())?;
     let label = |value: &SegmentValue<usize>| match value {
@@ -127,6 +137,9 @@ fn draw(area: &DrawingArea<SVGBackend, Shift>, panel: &Panel) -> anyhow::Result<
         .configure_mesh()
         .disable_y_mesh()
         .light_line_style(TRANSPARENT)
+        .label_style(("sans-serif", TEXT))
+        .axis_desc_style(("sans-serif", TEXT))
+        .x_labels(5)
         .y_labels(n)
         .y_label_formatter(&label)
         .x_label_formatter(&|x| axis_number(*x))
@@ -144,10 +157,11 @@ fn draw(area: &DrawingArea<SVGBackend, Shift>, panel: &Panel) -> anyhow::Result<
         PathElement::new(vec![(bar.figure.min, y.clone()), (bar.figure.max, y)], BLACK)
     }))?;
     let beside =
-        TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        TextStyle::from(("sans-serif", TEXT).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
     chart.draw_series(bars.iter().enumerate().map(|(i, bar)| {
+        // Anchored at the whisker's end, the text moved GAP pixels further right.
         let at = (bar.figure.max, SegmentValue::CenterOf(slot(i)));
-        Text::new(format!(" {}", number(bar.figure.median)), at, beside.clone())
+        EmptyElement::at(at) + Text::new(number(bar.figure.median), (GAP, 0), beside.clone())
     }))?;
     Ok(())
 }

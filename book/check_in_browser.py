@@ -5,6 +5,8 @@ Run it after building the book, from the repository root:
 
     mdbook build book && python3 book/check_in_browser.py      # or: just book-check
 
+(`python3 book/check_in_browser.py DIR` checks a book built into DIR instead of book/book/.)
+
 Needs /usr/bin/chromium and /usr/bin/chromedriver (Debian: apt-get install chromium
 chromium-driver) and Selenium (python3 -m pip install selenium); .ci/run installs them.
 
@@ -17,28 +19,33 @@ page at a 1280x900 window with the sidebar open, and prints one line per problem
     (external links are not checked);
   - a JavaScript error in the console (level SEVERE; favicon 404s ignored);
   - mdBook's search (driven through its UI) finding nothing for a few words the book is about.
-Exit 0 if there is none, 1 if there are problems, 2 if the check itself could not run. The
-browser and the server are stopped in every case, and no Chromium process is left behind.
+Exit 0 if there is none, 1 if there are problems, 2 if the check itself could not start. It
+takes about 15 s; it gives up after 300 s. The browser and the server are stopped in every case
+(also on SIGINT/SIGTERM), and it fails if a Chromium process it started is still there after.
 """
 
 import functools
 import http.server
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
 import time
 import urllib.parse
 
-BOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "book")
+# The built book: book/book/ beside this script, or the directory given as the one argument.
+BOOK = os.path.abspath(
+    sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "book")
+)
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 WIDTH, HEIGHT = 1280, 900
 SEARCHES = ["EADDRINUSE", "SO_PEERCRED", "abstract"]
 PAGE_DEADLINE = 20  # seconds for one page to load
 SEARCH_DEADLINE = 15  # seconds for one search to show results
-TOTAL_DEADLINE = 300  # seconds for the whole check
+TOTAL_DEADLINE = 300  # seconds for the whole check; past it, it stops (cleaning up) and fails
 # Not pages of the book: the table of contents for readers without JavaScript (an iframe's
 # content, its links relative to the book's root) is checked through its links only.
 SKIP = {"toc.html"}
@@ -161,8 +168,22 @@ def pids_using(profile):
     return pids
 
 
+class Stop(Exception):
+    """SIGTERM, SIGINT or the overall deadline: unwind through the cleanup, then fail."""
+
+
+def stop(signum, _frame):
+    if signum == signal.SIGALRM:
+        raise Stop(f"over the {TOTAL_DEADLINE}-s deadline")
+    raise Stop(f"stopped by signal {signal.Signals(signum).name}")
+
+
 def main():
     started = time.monotonic()
+    sys.stdout.reconfigure(line_buffering=True)  # in order with stderr in CI's log
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
+        signal.signal(signum, stop)
+    signal.alarm(TOTAL_DEADLINE)
     if not os.path.isfile(os.path.join(BOOK, "index.html")):
         fail_setup(f"no built book at {BOOK} (run `mdbook build book` first)")
     for path in (CHROMIUM, CHROMEDRIVER):
@@ -173,7 +194,6 @@ def main():
         from selenium.common.exceptions import TimeoutException, WebDriverException
         from selenium.webdriver.chrome.service import Service
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.common.keys import Keys
         from selenium.webdriver.support.ui import WebDriverWait
     except ImportError:
         fail_setup("Selenium is missing (python3 -m pip install selenium)")
@@ -224,9 +244,6 @@ def main():
         blocks = 0
         reported = set()  # problems as the pages report them, without the page's name
         for page in pages:
-            if time.monotonic() - started > TOTAL_DEADLINE:
-                problems.append(f"(check) over {TOTAL_DEADLINE} s: stopped before {page}")
-                break
             if page in SKIP:
                 continue
             try:
@@ -321,7 +338,13 @@ def main():
         )
     except WebDriverException as e:
         problems.append(f"(check) the browser failed: {str(e).splitlines()[0]}")
+    except Stop as e:
+        problems.append(f"(check) {e}: the pages after it were not checked")
     finally:
+        # The cleanup itself gets a fresh, short deadline, and no signal interrupts it.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        signal.alarm(60)
         driver_pid = None
         if service is not None and getattr(service, "process", None) is not None:
             driver_pid = service.process.pid
@@ -351,6 +374,7 @@ def main():
                 except OSError:
                     pass
         shutil.rmtree(profile, ignore_errors=True)
+        signal.alarm(0)
 
     for p in problems:
         print(f"book in browser: {p}", file=sys.stderr)

@@ -46,8 +46,8 @@ SEARCHES = ["EADDRINUSE", "SO_PEERCRED", "abstract"]
 PAGE_DEADLINE = 20  # seconds for one page to load
 SEARCH_DEADLINE = 15  # seconds for one search to show results
 TOTAL_DEADLINE = 300  # seconds for the whole check; past it, it stops (cleaning up) and fails
-# Not pages of the book: the table of contents for readers without JavaScript (an iframe's
-# content, its links relative to the book's root) is checked through its links only.
+# Not a page of the book: mdBook's table of contents for readers without JavaScript (the
+# sidebar's iframe). Its links are the sidebar's, which are checked on every page.
 SKIP = {"toc.html"}
 
 # Runs in the page: what is wrong with it, and what it offers to links (ids, links).
@@ -119,7 +119,7 @@ const links = Array.from(document.querySelectorAll('a[href]'), (a) => {
   return [a.getAttribute('href'), a.href, where, (a.textContent || '').trim().slice(0, 40)];
 });
 return {problems, ids: ids.concat(names), links, checkedBlocks,
-        width: window.innerWidth};
+        width: window.innerWidth, column: Math.round(main.getBoundingClientRect().width)};
 """
 
 
@@ -274,6 +274,9 @@ def main():
             problems.extend(f"{page}: {p}" for p in result["problems"])
             ids[page] = set(result["ids"])
             blocks += result["checkedBlocks"]
+            if page == "introduction.html":
+                print(f"{WIDTH}x{HEIGHT} window: {result['width']}-px viewport, "
+                      f"{result['column']}-px text column (sidebar open)")
             links.extend((page, *link) for link in result["links"])
             for entry in driver.get_log("browser"):
                 if entry.get("level") != "SEVERE" or "favicon" in entry.get("message", ""):
@@ -316,15 +319,23 @@ def main():
                     WebDriverWait(driver, SEARCH_DEADLINE).until(lambda d: bar.is_displayed())
                 bar.clear()
                 bar.send_keys(word)
+                # The header names the term searched ("6 search results for 'EADDRINUSE':"),
+                # so results left from the previous word do not count.
+                header = driver.find_element(By.ID, "mdbook-searchresults-header")
                 WebDriverWait(driver, SEARCH_DEADLINE).until(
-                    lambda d: d.find_elements(By.CSS_SELECTOR, "#mdbook-searchresults > li")
+                    lambda d: f"'{word}'" in header.text
+                    and d.find_elements(By.CSS_SELECTOR, "#mdbook-searchresults > li")
                 )
                 found = len(driver.find_elements(By.CSS_SELECTOR, "#mdbook-searchresults > li"))
-                print(f"search {word!r}: {found} results")
+                print(f"search: {header.text.rstrip(':')} ({found} shown)")
             except TimeoutException:
+                try:
+                    said = driver.find_element(By.ID, "mdbook-searchresults-header").text
+                except WebDriverException:
+                    said = ""
                 problems.append(
                     f"search: no results for {word!r} within {SEARCH_DEADLINE} s "
-                    "(index.html, typed into #mdbook-searchbar)"
+                    f"(index.html, typed into #mdbook-searchbar; it says: {said!r})"
                 )
             except WebDriverException as e:
                 problems.append(f"search {word!r}: could not run: {str(e).splitlines()[0]}")

@@ -53,6 +53,10 @@ bench-book:
 book:
     mdbook build book
 
+# Build the book and check every page in headless Chromium (needs chromium, chromium-driver, selenium)
+book-check:
+    mdbook build book && python3 book/check_in_browser.py
+
 # Serve the book on localhost (mdbook serve; without it, build once and serve with Python)
 book-serve:
     @# mdbook built with only the search feature (as CI installs it) has no `serve`: then build

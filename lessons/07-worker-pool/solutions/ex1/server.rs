@@ -66,11 +66,13 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = 65_536)]
     max_line: usize,
     /// The threads that serve connections, whatever the load
-    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
     workers: u16,
     /// Connections accepted and not yet closed (served, or waiting for a worker); past it a
     /// client is answered `error: busy`
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
     /// Connections one uid may have open (accepted and not yet closed); past it, that uid's
     /// next client is answered `error: busy` [default: no limit]

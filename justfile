@@ -47,7 +47,8 @@ bench *ARGS:
 # Run the full bench and keep it as the book's recorded run (book/src/measured/); review the diff
 bench-book:
     cargo run --release -q -- bench
-    mkdir -p book/src/measured && cp target/bench/report.md target/bench/chart.svg book/src/measured/
+    mkdir -p book/src/measured && cp target/bench/report.md book/src/measured/
+    cargo run -q -- bench-chart book/src/measured/report.md book/src/measured/chart.svg
 
 # Build the book into book/book/ (open book/book/index.html)
 book:

@@ -76,6 +76,14 @@ enum Cmd {
     /// The second process of a `bench` measurement, which `bench` starts itself
     #[command(hide = true)]
     BenchPeer(bench::PeerArgs),
+    /// Draw the chart of a recorded report.md again, without measuring
+    #[command(hide = true)]
+    BenchChart {
+        /// A report.md the bench wrote
+        from: PathBuf,
+        /// Where to write the chart (SVG)
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -101,6 +109,7 @@ fn run() -> anyhow::Result<()> {
         Cmd::Transcripts { check } => transcripts::transcripts(check),
         Cmd::Bench { quick, json, out } => bench::bench(quick, json, out),
         Cmd::BenchPeer(args) => bench::peer(args),
+        Cmd::BenchChart { from, out } => bench::chart_from_report(&from, &out),
     }
 }
 

@@ -254,3 +254,29 @@ fn quick_prints_markdown_tables_with_ratio_columns() {
     assert!(printed.stderr.contains("report.md"), "stderr names no files:\n{}", printed.stderr);
     scratch.assert_files_and_nothing_left();
 }
+
+/// The book's chart is what the chart code draws from the book's recorded report: `bench-chart`
+/// redraws it without measuring, and it matches book/src/measured/chart.svg to the byte (after
+/// a change to chart.rs, run it to update the book's chart).
+#[test]
+fn the_books_chart_is_drawn_from_its_recorded_report() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let measured = root.join("book/src/measured");
+    let out = tempfile::tempdir().unwrap();
+    let chart = out.path().join("chart.svg");
+    let status = Command::new(cargo_bin("uds-course"))
+        .arg("bench-chart")
+        .arg(measured.join("report.md"))
+        .arg(&chart)
+        .status()
+        .unwrap();
+    assert!(status.success(), "bench-chart failed");
+    let drawn = fs::read_to_string(&chart).unwrap();
+    assert!(drawn.starts_with("<svg width=\"750\""), "not 750 px wide: {}", &drawn[..80]);
+    let recorded = fs::read_to_string(measured.join("chart.svg")).unwrap();
+    assert!(
+        drawn == recorded,
+        "book/src/measured/chart.svg is not what the chart code draws from report.md: run \
+         `cargo run -- bench-chart book/src/measured/report.md book/src/measured/chart.svg`"
+    );
+}

@@ -108,6 +108,18 @@ pub fn bench(quick: bool, json: bool, out: Option<PathBuf>) -> anyhow::Result<()
     })
 }
 
+/// `bench-chart FROM OUT`: the chart of a recorded report.md, drawn again (see
+/// [`report::chart_tables_from_markdown`]).
+pub fn chart_from_report(from: &Path, out: &Path) -> anyhow::Result<()> {
+    let text = fs::read_to_string(from).with_context(|| format!("read {}", from.display()))?;
+    let tables = report::chart_tables_from_markdown(&text);
+    if tables.is_empty() {
+        anyhow::bail!("read {}: no tables the chart draws", from.display());
+    }
+    let svg = chart::svg(&tables)?;
+    fs::write(out, svg).with_context(|| format!("write {}", out.display()))
+}
+
 impl Sizes {
     /// Connections or lines per run.
     fn total(&self, load: Load) -> usize {

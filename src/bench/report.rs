@@ -279,6 +279,63 @@ pub fn pool(tables: &[Table], clients: &[String]) -> Option<Table> {
     Some(table.finish())
 }
 
+/// The chart's tables read back from a recorded report.md, so that a recorded run's chart can
+/// be drawn again (after the chart's code changed) without measuring again. Each cell
+/// `median (min–max)` becomes a figure with those three; the ratio columns are left out.
+pub fn chart_tables_from_markdown(text: &str) -> Vec<Table> {
+    let mut tables = Vec::new();
+    for section in text.split("\n### ").skip(1) {
+        let heading = section.lines().next().unwrap_or_default();
+        let (id, unit, higher) = match heading {
+            h if h.starts_with("Round trip") => ("round_trip", "µs", false),
+            h if h.starts_with("Bulk") => ("bulk", "GB/s", true),
+            h if h.starts_with("A regular file") => ("file", "GB/s", true),
+            h if h.starts_with("Connections") => ("connections", "connections/s", true),
+            _ => continue,
+        };
+        let rows: Vec<Vec<&str>> = section
+            .lines()
+            .filter(|line| line.starts_with('|'))
+            .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
+            .collect();
+        let Some((header, body)) = rows.split_first() else { continue };
+        let measured: Vec<&str> =
+            header[1..].iter().copied().take_while(|title| !title.contains(" vs ")).collect();
+        let columns = measured
+            .iter()
+            .map(|title| {
+                let id = match *title {
+                    "Unix" => "unix".to_owned(),
+                    "TCP" => "tcp".to_owned(),
+                    "pipe" => "pipe".to_owned(),
+                    "regular file" => "file".to_owned(),
+                    other => other.to_lowercase().replace([' ', ','], "_"),
+                };
+                Column { id, title: (*title).to_owned() }
+            })
+            .collect();
+        let mut table = Table::new(id, "", unit, higher, "", columns);
+        // The separator row (`:--`) has no figures: it is skipped with the others that fail.
+        for cells in body.iter().filter(|cells| !cells[0].starts_with(':')) {
+            let row = table.add_row(cells[0].to_owned());
+            for (column, cell) in cells[1..=measured.len()].iter().enumerate() {
+                for value in parse_figure(cell) {
+                    table.record(&Cell { table: 0, row, column }, value);
+                }
+            }
+        }
+        tables.push(table.finish());
+    }
+    tables
+}
+
+/// `10.3 (9.81–11.0)` as its three numbers: min, median, max; nothing for `–`.
+fn parse_figure(cell: &str) -> Vec<f64> {
+    let Some((median, range)) = cell.split_once(" (") else { return Vec::new() };
+    let Some((min, max)) = range.trim_end_matches(')').split_once('–') else { return Vec::new() };
+    [min, median, max].iter().filter_map(|x| x.parse().ok()).collect()
+}
+
 impl Figure {
     /// Min, median and max of `runs`; `None` when there are none.
     fn of(runs: &[f64]) -> Option<Figure> {

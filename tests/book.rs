@@ -284,7 +284,7 @@ fn every_transcript_is_shown_in_the_book() {
 }
 
 /// Every lesson has its chapter, listed in SUMMARY.md, with its run, its diff from the lesson
-/// before, and its exercises from EXERCISES.md.
+/// it builds on, and its exercises from EXERCISES.md.
 #[test]
 fn every_lesson_has_a_chapter_with_its_transcripts_and_exercises() {
     let summary = read(&root().join("book/src/SUMMARY.md"));
@@ -311,7 +311,14 @@ fn every_lesson_has_a_chapter_with_its_transcripts_and_exercises() {
         let number = &lesson[..2];
         let mut wanted = vec![format!("book/transcripts/lesson-{number}.txt")];
         if i > 0 {
-            wanted.push(format!("book/transcripts/diff-{}-{number}.txt", &lessons[i - 1][..2]));
+            // The lesson it builds on (`builds-on` in its Cargo.toml), else the one before.
+            let manifest = read(&root().join(format!("lessons/{lesson}/Cargo.toml")));
+            let base = manifest
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("builds-on")?.trim().strip_prefix('='))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+                .map_or_else(|| lessons[i - 1][..2].to_owned(), |n| format!("{n:02}"));
+            wanted.push(format!("book/transcripts/diff-{base}-{number}.txt"));
         }
         wanted.push(format!("lessons/{lesson}/EXERCISES.md"));
         for file in wanted {

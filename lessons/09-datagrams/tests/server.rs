@@ -140,10 +140,9 @@ fn the_socket_file_is_a_socket_and_an_existing_file_makes_bind_fail() {
     let meta = std::fs::symlink_metadata(&path).expect("stat the socket file");
     assert!(meta.file_type().is_socket(), "not a socket: {meta:?}");
     let mut second = Server::spawn(server(), &path, &[&path]);
-    let status = second.wait_exit();
-    assert_eq!(status.code(), Some(1));
     let want = format!("lesson09-server: bind {}: Address already in use", path.display());
-    assert!(second.output().contains(&want), "{}", second.output());
+    second.wait_for_line_containing(&want);
+    assert_eq!(second.wait_exit().code(), Some(1));
 }
 
 /// `@name` binds a Linux abstract name: no file, and replies reach a client bound to one too.

@@ -78,6 +78,13 @@ impl Lesson {
         number.map(Some).with_context(|| format!("read {}: builds-on", manifest.display()))
     }
 
+    /// Does this lesson's server speak the line protocol over a stream socket, as Part I's do
+    /// (the bench loads those)? `line-protocol = false` under `[package.metadata.course]`
+    /// says it does not (lesson 09's datagrams, say).
+    pub fn speaks_lines(&self) -> anyhow::Result<bool> {
+        Ok(self.manifest_value("line-protocol")?.as_deref() != Some("false"))
+    }
+
     /// The value of the first `key = value` line of the lesson's Cargo.toml, trimmed. Parsed by
     /// hand: a TOML parser would be the runner's biggest dependency, and every lesson writes
     /// these lines the same way (a plain string or number, no escapes).

@@ -101,13 +101,19 @@ impl Drop for Group {
     }
 }
 
-/// `NN short-name` for every `lessons/NN-short-name/`, read independently of the runner.
+/// `NN short-name` for every `lessons/NN-short-name/` whose server speaks the line protocol (no
+/// `line-protocol = false` in its Cargo.toml), read independently of the runner.
 fn lesson_labels() -> Vec<String> {
     let lessons = Path::new(env!("CARGO_MANIFEST_DIR")).join("lessons");
-    let mut labels: Vec<String> = fs::read_dir(lessons)
+    let speaks_lines = |name: &str| {
+        let manifest = fs::read_to_string(lessons.join(name).join("Cargo.toml")).unwrap();
+        !manifest.lines().any(|line| line.replace(' ', "") == "line-protocol=false")
+    };
+    let mut labels: Vec<String> = fs::read_dir(&lessons)
         .unwrap()
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .filter(|name| name.len() > 3 && name[..2].bytes().all(|b| b.is_ascii_digit()))
+        .filter(|name| speaks_lines(name))
         .map(|name| name.replacen('-', " ", 1))
         .collect();
     labels.sort();

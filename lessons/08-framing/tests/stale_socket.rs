@@ -1,5 +1,7 @@
-//! Lesson 02's one idea, still holding in lesson 05: lesson08-server removes a stale socket file,
+//! Lesson 02's one idea, still holding in lesson 08: lesson08-server removes a stale socket file,
 //! and nothing else.
+
+mod common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -7,6 +9,7 @@ use std::path::Path;
 
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin;
+use common::{frame, split_frames};
 use rustix::process::Signal;
 use uds_test_support::{DEADLINE, Server, as_nobody, exchange, runnable_by_nobody, temp_dir};
 
@@ -24,7 +27,7 @@ fn a_stale_socket_is_removed_and_bind_succeeds() {
     killed.wait_exit();
     assert!(path.exists(), "SIGKILL leaves the socket file behind");
     let _restarted = Server::start_at(server(), &path);
-    assert_eq!(exchange(&path, b"back again\n"), b"BACK AGAIN\n");
+    assert_eq!(split_frames(&exchange(&path, &frame(b"back again"))), [b"BACK AGAIN"]);
 }
 
 /// A live server at the path is not stolen: the second server refuses to start, and the first
@@ -39,7 +42,7 @@ fn a_live_server_is_not_stolen() {
         format!("lesson08-server: probe {}: is in use by a running server\n", path.display()),
     );
     assert_eq!(fs::metadata(&path).expect("stat").ino(), inode, "the socket file was replaced");
-    assert_eq!(exchange(&path, b"still mine\n"), b"STILL MINE\n");
+    assert_eq!(split_frames(&exchange(&path, &frame(b"still mine"))), [b"STILL MINE"]);
 }
 
 /// A regular file at the path is refused and left exactly as it was.

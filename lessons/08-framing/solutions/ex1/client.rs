@@ -227,7 +227,8 @@ fn read_replies(
                 Some(arrived) => bail!("read {}: EOF inside a frame: {arrived}", path.display()),
             };
         }
-        let frames = decoder.push(&chunk[..read]).with_context(|| format!("read {}", path.display()))?;
+        let frames =
+            decoder.push(&chunk[..read]).with_context(|| format!("read {}", path.display()))?;
         for payload in frames {
             replies.count += 1;
             // A refusal can never be an upper-cased echo: `error: ` is lower case.

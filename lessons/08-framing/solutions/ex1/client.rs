@@ -39,6 +39,9 @@ struct Args {
     /// The largest reply accepted: a header announcing more is an error, not an allocation
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME)]
     max_frame: usize,
+    /// Print each reply as lowercase hex, two digits a byte, and a newline
+    #[arg(long)]
+    hex: bool,
 }
 
 fn main() -> ExitCode {
@@ -89,7 +92,7 @@ fn run() -> anyhow::Result<ExitCode> {
         thread::Builder::new().spawn(move || send(&write_half, &args.message, &path, &progress))
     };
     let writer = writer.with_context(|| format!("spawn a writer for {}", path.display()))?;
-    let mut replies = Replies { count: 0, refused: false, raw: from_stdin };
+    let mut replies = Replies { count: 0, refused: false, raw: from_stdin, hex: args.hex };
     let read = read_replies(&stream, &path, &progress, &mut replies, args.max_frame);
     if replies.refused {
         // The server's `error: ` frame, already on stderr, says why. A read or write error after
@@ -192,6 +195,8 @@ struct Replies {
     refused: bool,
     /// Write each reply as raw bytes, with no newline added (the stdin mode).
     raw: bool,
+    /// Write each reply as hex and a newline, whatever the mode (exercise 1).
+    hex: bool,
 }
 
 // ANCHOR: read_replies
@@ -239,6 +244,11 @@ fn read_replies(
                 continue;
             }
             let mut stdout = io::stdout().lock();
+            if replies.hex {
+                let hex: String = payload.iter().map(|byte| format!("{byte:02x}")).collect();
+                writeln!(stdout, "{hex}").and_then(|()| stdout.flush()).context("write stdout")?;
+                continue;
+            }
             stdout.write_all(&payload).context("write stdout")?;
             if !replies.raw {
                 stdout.write_all(b"\n").context("write stdout")?;

@@ -58,6 +58,9 @@ struct Args {
     /// The largest payload accepted; a header announcing more closes the connection
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME)]
     max_frame: usize,
+    /// The most payload bytes one connection may send in all; past it, an error frame
+    #[arg(long, value_name = "BYTES")]
+    max_total: Option<u64>,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -77,8 +80,11 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    let limits =
-        Limits { idle: Duration::from_millis(args.idle_timeout_ms), max_frame: args.max_frame };
+    let limits = Limits {
+        idle: Duration::from_millis(args.idle_timeout_ms),
+        max_frame: args.max_frame,
+        max_total: args.max_total,
+    };
     let path = match args.path.clone() {
         Some(path) => path,
         None => {
@@ -456,6 +462,7 @@ fn answer_frames(stream: &UnixStream, limits: Limits) -> anyhow::Result<u64> {
     let mut decoder = Decoder::new(limits.max_frame);
     let mut chunk = vec![0; CHUNK];
     let mut frames = 0;
+    let mut total: u64 = 0;
     loop {
         // ANCHOR: read_frame
         // Ask for no more than the frame being read lacks: the header first, then (once the
@@ -486,6 +493,11 @@ fn answer_frames(stream: &UnixStream, limits: Limits) -> anyhow::Result<u64> {
             // The next deadline counts from the moment this frame was complete: it bounds the
             // reply going out and the next frame coming in (lesson 05's rule).
             reader.at = Instant::now() + limits.idle;
+            total += payload.len() as u64;
+            if let Some(max_total) = limits.max_total.filter(|max| total > *max) {
+                let reason = format!("connection total over {max_total} bytes");
+                return Err(cut_off(stream, reason));
+            }
             payload.make_ascii_uppercase();
             // write_all: one `write` may take only part of a big frame; it writes the rest.
             let mut writer = Deadline { stream, at: reader.at };
@@ -502,6 +514,7 @@ fn answer_frames(stream: &UnixStream, limits: Limits) -> anyhow::Result<u64> {
 struct Limits {
     idle: Duration,
     max_frame: usize,
+    max_total: Option<u64>,
 }
 
 /// A connection that gives up at a deadline: each `read` and `write` may wait only for the

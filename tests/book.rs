@@ -284,7 +284,7 @@ fn every_transcript_is_shown_in_the_book() {
 }
 
 /// Every lesson has its chapter, listed in SUMMARY.md, with its run, its diff from the lesson
-/// before, and its exercises from EXERCISES.md.
+/// it builds on, and its exercises from EXERCISES.md.
 #[test]
 fn every_lesson_has_a_chapter_with_its_transcripts_and_exercises() {
     let summary = read(&root().join("book/src/SUMMARY.md"));
@@ -310,8 +310,17 @@ fn every_lesson_has_a_chapter_with_its_transcripts_and_exercises() {
             includes(&chapter, &text).into_iter().map(|include| normalize(&include.file)).collect();
         let number = &lesson[..2];
         let mut wanted = vec![format!("book/transcripts/lesson-{number}.txt")];
-        if i > 0 {
-            wanted.push(format!("book/transcripts/diff-{}-{number}.txt", &lessons[i - 1][..2]));
+        // The diff from the lesson it builds on: the one before, unless its Cargo.toml names
+        // another (`builds-on = N`, Part II).
+        let manifest = read(&root().join(format!("lessons/{lesson}/Cargo.toml")));
+        let base = manifest
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("builds-on = "))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .map(|n| format!("{n:02}"))
+            .or_else(|| i.checked_sub(1).map(|before| lessons[before][..2].to_owned()));
+        if let Some(base) = base {
+            wanted.push(format!("book/transcripts/diff-{base}-{number}.txt"));
         }
         wanted.push(format!("lessons/{lesson}/EXERCISES.md"));
         for file in wanted {

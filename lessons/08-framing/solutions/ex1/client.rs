@@ -239,8 +239,9 @@ fn read_replies(
             // A refusal can never be an upper-cased echo: `error: ` is lower case.
             if payload.starts_with(b"error: ") {
                 replies.refused = true;
+                // Lost only if stderr is gone, and then nobody could read it anyway.
                 let mut stderr = io::stderr();
-                let _ = stderr.write_all(&payload).and_then(|()| stderr.write_all(b"\n")); // ok to lose: stderr is gone
+                let _ = stderr.write_all(&payload).and_then(|()| stderr.write_all(b"\n"));
                 continue;
             }
             let mut stdout = io::stdout().lock();

@@ -133,13 +133,18 @@ pub const HEADER: usize = 4;
 /// The default `--max-frame`: 8 MiB, `LengthDelimitedCodec`'s default `max_frame_length`.
 pub const DEFAULT_MAX_FRAME: usize = 8 << 20;
 
-/// `payload` as one frame: its length, then itself. A payload of 4 GiB or more has no length
-/// that fits the header: an error, never a length cut down to 32 bits.
-pub fn encode(payload: &[u8]) -> io::Result<Vec<u8>> {
-    let len = u32::try_from(payload.len())
+/// The header for a payload of `len` bytes. A payload of 4 GiB or more has no length that fits:
+/// an error, never a length cut down to 32 bits.
+pub fn header(len: usize) -> io::Result<[u8; HEADER]> {
+    let len = u32::try_from(len)
         .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "a frame holds less than 4 GiB"))?;
+    Ok(len.to_be_bytes())
+}
+
+/// `payload` as one frame: its length, then itself, in one buffer for one `write_all`.
+pub fn encode(payload: &[u8]) -> io::Result<Vec<u8>> {
     let mut frame = Vec::with_capacity(HEADER + payload.len());
-    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&header(payload.len())?);
     frame.extend_from_slice(payload);
     Ok(frame)
 }
@@ -218,6 +223,13 @@ impl Decoder {
         let mut frames = Vec::new();
         loop {
             match decode(&self.buf, self.max_frame)? {
+                // The buffer is this one frame (the server's case: it reads no more than the
+                // frame lacks): hand the buffer itself over, minus its header, not a copy.
+                Decoded::Frame { consumed, .. } if consumed == self.buf.len() => {
+                    let mut frame = std::mem::take(&mut self.buf);
+                    frame.drain(..HEADER);
+                    frames.push(frame);
+                }
                 Decoded::Frame { payload, consumed } => {
                     frames.push(payload.to_vec());
                     self.buf.drain(..consumed);

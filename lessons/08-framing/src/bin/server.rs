@@ -23,7 +23,7 @@ use std::{fs, thread};
 use anyhow::{Context, bail};
 use clap::Parser;
 use lesson08::{
-    DEFAULT_MAX_FRAME, Decoder, SOCKET_NAME, connect_within, default_socket_dir, encode,
+    DEFAULT_MAX_FRAME, Decoder, SOCKET_NAME, connect_within, default_socket_dir, encode, header,
     parse_timeout_ms, peer_credentials, timed_out,
 };
 use rustix::fs::Mode;
@@ -487,9 +487,13 @@ fn answer_frames(stream: &UnixStream, limits: Limits) -> anyhow::Result<u64> {
             // reply going out and the next frame coming in (lesson 05's rule).
             reader.at = Instant::now() + limits.idle;
             payload.make_ascii_uppercase();
-            // write_all: one `write` may take only part of a big frame; it writes the rest.
+            // The header, then the payload in place: no copy of a frame that may be 8 MiB, so
+            // a connection holds the cap plus CHUNK at most. write_all: one `write` may take
+            // only part of a big frame (a partial write); it writes the rest.
             let mut writer = Deadline { stream, at: reader.at };
-            writer.write_all(&encode(&payload)?).map_err(timed_out).context("write")?;
+            let header = header(payload.len())?;
+            writer.write_all(&header).map_err(timed_out).context("write")?;
+            writer.write_all(&payload).map_err(timed_out).context("write")?;
             frames += 1;
         }
     }

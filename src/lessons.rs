@@ -78,6 +78,13 @@ impl Lesson {
         number.map(Some).with_context(|| format!("read {}: builds-on", manifest.display()))
     }
 
+    /// Does the lesson speak the line protocol of lessons 01–07? One that speaks another says
+    /// so under `[package.metadata.course]`: `protocol = "frames"` (lesson 08). The bench's load
+    /// client speaks lines, so it measures only these.
+    pub fn speaks_lines(&self) -> anyhow::Result<bool> {
+        Ok(self.manifest_value("protocol")?.is_none_or(|value| value == "\"lines\""))
+    }
+
     /// The value of the first `key = value` line of the lesson's Cargo.toml, trimmed. Parsed by
     /// hand: a TOML parser would be the runner's biggest dependency, and every lesson writes
     /// these lines the same way (a plain string or number, no escapes).

@@ -101,13 +101,22 @@ impl Drop for Group {
     }
 }
 
-/// `NN short-name` for every `lessons/NN-short-name/`, read independently of the runner.
+/// `NN short-name` for every `lessons/NN-short-name/` that speaks lines (its Cargo.toml names no
+/// other `protocol`), read independently of the runner.
 fn lesson_labels() -> Vec<String> {
     let lessons = Path::new(env!("CARGO_MANIFEST_DIR")).join("lessons");
-    let mut labels: Vec<String> = fs::read_dir(lessons)
+    let speaks_lines = |name: &str| {
+        let manifest = fs::read_to_string(lessons.join(name).join("Cargo.toml")).unwrap();
+        manifest.lines().all(|line| {
+            let line = line.trim();
+            !line.starts_with("protocol") || line.ends_with("\"lines\"")
+        })
+    };
+    let mut labels: Vec<String> = fs::read_dir(&lessons)
         .unwrap()
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .filter(|name| name.len() > 3 && name[..2].bytes().all(|b| b.is_ascii_digit()))
+        .filter(|name| speaks_lines(name))
         .map(|name| name.replacen('-', " ", 1))
         .collect();
     labels.sort();

@@ -353,6 +353,8 @@ fn framing(s: &mut Session) -> anyhow::Result<()> {
     s.sh(&format!(
         r#"python3 -c "{connect}; m = b'hi there'; s.sendall(struct.pack('>I', len(m)) + m); n, = struct.unpack('>I', s.recv(4)); print(s.recv(n))""#
     ))?;
+    // Python exits without waiting for our EOF: let the server log this close before the next.
+    s.wait_for(server, "connection 3: closed")?;
     s.sh(&format!(
         r#"python3 -c "{connect}; s.sendall(struct.pack('>I', 2**31)); n, = struct.unpack('>I', s.recv(4)); print(s.recv(n))""#
     ))?;

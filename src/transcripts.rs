@@ -90,6 +90,7 @@ const SESSIONS: &[(&str, &[Tool], Script)] = &[
     ("permissions", &[ROOT], permissions),
     ("deadlines", &[PYTHON], deadlines),
     ("abstract", &[ROOT, SOCAT, PYTHON], abstract_name),
+    ("framing", &[PYTHON], framing),
     ("inspecting", &[SS, LSOF], inspecting),
     ("errors/eaddrinuse", &[], eaddrinuse),
     ("errors/econnrefused", &[PYTHON], econnrefused),
@@ -340,6 +341,29 @@ fn deadlines(s: &mut Session) -> anyhow::Result<()> {
         "hung.sock",
     )?;
     s.sh(r#"lesson05-client --timeout-ms 500 hung.sock hello || echo "exit status $?""#)
+}
+
+/// lessons/08-framing.md: frames from Python's `struct`, any bytes through the client, a 2 GiB
+/// header refused, and EOF inside a frame logged.
+fn framing(s: &mut Session) -> anyhow::Result<()> {
+    let server = s.start("server", "lesson08-server app.sock", "listening on app.sock")?;
+    s.sh("lesson08-client app.sock hello 'two\nlines'")?;
+    s.sh(r#"printf 'tab\there\0nul\n' | lesson08-client app.sock | od -An -c"#)?;
+    let connect = "import socket, struct; s = socket.socket(socket.AF_UNIX); s.connect('app.sock')";
+    s.sh(&format!(
+        r#"python3 -c "{connect}; m = b'hi there'; s.sendall(struct.pack('>I', len(m)) + m); n, = struct.unpack('>I', s.recv(4)); print(s.recv(n))""#
+    ))?;
+    // Python exits without waiting for our EOF: let the server log this close before the next.
+    s.wait_for(server, "connection 3: closed")?;
+    s.sh(&format!(
+        r#"python3 -c "{connect}; s.sendall(struct.pack('>I', 2**31)); n, = struct.unpack('>I', s.recv(4)); print(s.recv(n))""#
+    ))?;
+    s.wait_for(server, "connection 4: frame of 2147483648 bytes")?;
+    s.sh(&format!(
+        r#"python3 -c "{connect}; s.sendall(b'\0\0\0\x05ab'); s.shutdown(socket.SHUT_WR); print(s.recv(10))""#
+    ))?;
+    s.wait_for(server, "connection 5: EOF inside a frame")?;
+    Ok(())
 }
 
 /// lessons/06-abstract.md: a name and no file; the credential check as the lock; first come,

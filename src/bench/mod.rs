@@ -151,6 +151,11 @@ fn build_lesson_servers(interrupted: &AtomicBool) -> anyhow::Result<Vec<(Lesson,
     let mut servers = Vec::new();
     eprintln!("bench: building the lessons' servers");
     for lesson in lessons::all()? {
+        // The load client sends lines; a lesson that speaks frames or datagrams would only
+        // answer it with an error.
+        if !lesson.speaks_lines()? {
+            continue;
+        }
         bail_if_interrupted(interrupted)?;
         // The load (connections, lines) is the line protocol's: a lesson without it is left out.
         if !lesson.speaks_lines()? {

@@ -632,7 +632,10 @@ impl FakeServer {
     /// [`JoinHandle::join`]: thread::JoinHandle::join
     pub fn join(self) -> thread::Result<()> {
         let from = self.client_by.saturating_duration_since(Instant::now());
-        join_within(self.thread, from + self.limit, "the fake server's conversation")
+        // At least 2 s for the conversation: a thread that panics first prints its message (and
+        // with RUST_BACKTRACE set, a backtrace, which takes its time on a loaded machine).
+        let limit = self.limit.max(Duration::from_secs(2));
+        join_within(self.thread, from + limit, "the fake server's conversation")
     }
 }
 

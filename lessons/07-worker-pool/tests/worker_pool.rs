@@ -246,7 +246,9 @@ fn a_flood_of_refused_clients_does_not_hold_up_the_acceptor() {
     let last = FLOOD + held.len();
     server.wait_for_line(&format!("lesson07-server: connection {last}: busy (2 open)"));
     let refused_in = started.elapsed();
-    assert!(refused_in < 2 * AT_ONCE, "{FLOOD} clients refused in {refused_in:?}");
+    // Generous for a loaded machine: a server that drained each refused client for a second
+    // on the acceptor would take 200 s.
+    assert!(refused_in < 10 * AT_ONCE, "{FLOOD} clients refused in {refused_in:?}");
 
     let mut first = held.remove(0);
     first.shutdown_write();

@@ -56,11 +56,8 @@ fn an_empty_message_is_not_sent() {
 fn a_refused_message_is_reported_and_the_exit_code_is_1() {
     let dir = temp_dir();
     let path = dir.path().join("lesson10.sock");
-    let _server = Server::start(
-        server(),
-        &path,
-        &[path.as_os_str(), "--max-packet".as_ref(), "3".as_ref()],
-    );
+    let _server =
+        Server::start(server(), &path, &[path.as_os_str(), "--max-packet".as_ref(), "3".as_ref()]);
     let out = client().arg(&path).args(["ab", "abcd", "never"]).output().expect("run");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(out.stdout, b"AB\n");

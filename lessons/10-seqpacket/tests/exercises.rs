@@ -6,7 +6,9 @@ use std::env;
 use std::path::PathBuf;
 
 use assert_cmd::cargo::cargo_bin;
-use rustix::net::{AddressFamily, SendFlags, SocketAddrUnix, SocketType, connect, send, socket};
+use rustix::net::{
+    AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType, connect, recv, send, socket,
+};
 use uds_test_support::{DEADLINE, Server, temp_dir};
 
 /// The server under test: `UDS_SERVER` (an absolute path), else this lesson's own.
@@ -84,7 +86,7 @@ fn ex1_count_comes_after_a_refusal_too_and_only_when_asked() {
 fn ex2_log_sizes_logs_each_packets_real_length() {
     let dir = temp_dir();
     let path = dir.path().join("lesson10.sock");
-    let args = [path.as_os_str(), "--log-sizes".as_ref(), "--max-packet".as_ref(), "10".as_ref()];
+    let args = [path.as_os_str(), "--log-sizes".as_ref(), "--max-packet".as_ref(), "20".as_ref()];
     let mut server = Server::start(&server(), &path, &args);
     let conn = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).expect("socket");
     connect(&conn, &SocketAddrUnix::new(&path).expect("address")).expect("connect");
@@ -109,6 +111,9 @@ fn ex2_without_the_flag_no_sizes_are_logged() {
     let conn = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).expect("socket");
     connect(&conn, &SocketAddrUnix::new(&path).expect("address")).expect("connect");
     send(&conn, b"abc", SendFlags::empty()).expect("send");
+    // The reply read before closing: else the server's `send` may find the connection gone.
+    let mut reply = [0; 10];
+    assert_eq!(recv(&conn, &mut reply[..], RecvFlags::empty()).expect("recv").0, 3);
     drop(conn);
     server.wait_for_line("lesson10-server: connection 1: closed, packets answered: 1");
     assert!(!server.output().contains("bytes"), "{}", server.output());

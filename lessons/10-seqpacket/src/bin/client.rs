@@ -47,7 +47,8 @@ fn run() -> anyhow::Result<ExitCode> {
     // A stream's `connect`, on a SOCK_SEQPACKET socket: std has no type for it.
     let connect_err = || format!("connect {}", path.display());
     let address = SocketAddrUnix::new(&path).with_context(connect_err)?;
-    let conn = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).with_context(connect_err)?;
+    let conn =
+        socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).with_context(connect_err)?;
     connect(&conn, &address).with_context(connect_err)?;
     // ANCHOR_END: connect
     let mut client = Client { conn, path: &path };

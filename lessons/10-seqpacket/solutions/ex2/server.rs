@@ -65,7 +65,7 @@ fn run() -> anyhow::Result<()> {
     let listener = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)
         .with_context(|| format!("socket {}", path.display()))?;
     bind(&listener, &address).with_context(|| format!("bind {}", path.display()))?;
-    // 128, std's backlog for UnixListener before Rust 1.72; the kernel caps it at somaxconn.
+    // Up to 128 connections may wait for `accept` (the kernel caps it at somaxconn).
     listen(&listener, 128).with_context(|| format!("listen {}", path.display()))?;
     // ANCHOR_END: bind
     // The line that scripts and tests wait for. writeln!, not println!, which would panic

@@ -34,7 +34,7 @@ fn client() -> PathBuf {
 fn ex1_count_prints_how_many_packets_were_answered() {
     let dir = temp_dir();
     let path = dir.path().join("lesson10.sock");
-    let _server = Server::start(&cargo_bin!("lesson10-server").to_owned(), &path, &[&path]);
+    let _server = Server::start(cargo_bin!("lesson10-server"), &path, &[&path]);
     let out = assert_cmd::Command::new(client())
         .timeout(DEADLINE)
         .arg("--count")
@@ -56,7 +56,7 @@ fn ex1_count_comes_after_a_refusal_too_and_only_when_asked() {
     let dir = temp_dir();
     let path = dir.path().join("lesson10.sock");
     let max = [path.as_os_str(), "--max-packet".as_ref(), "3".as_ref()];
-    let _server = Server::start(&cargo_bin!("lesson10-server").to_owned(), &path, &max);
+    let _server = Server::start(cargo_bin!("lesson10-server"), &path, &max);
     let run = |count: bool| {
         let mut cmd = assert_cmd::Command::new(client());
         if count {

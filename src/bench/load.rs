@@ -43,6 +43,14 @@ pub enum Target {
 }
 
 impl Target {
+    /// A lean server's socket file is the bench's to remove once it is done with it.
+    fn remove_socket_file(&self) -> anyhow::Result<()> {
+        if let Target::Unix(path) = self {
+            std::fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
+        }
+        Ok(())
+    }
+
     /// `connect`, plus a read timeout so a stuck server fails the run (one `setsockopt`, the
     /// same for every server). TCP also gets TCP_NODELAY, as in every TCP measurement here.
     fn connect(&self) -> anyhow::Result<Box<dyn Stream>> {
@@ -193,9 +201,7 @@ pub fn lean_server(ctx: &Ctx, transport: Transport, clients: usize) -> anyhow::R
         listener.shut_down()?;
         result
     })?;
-    if let Target::Unix(path) = &target {
-        std::fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
-    }
+    target.remove_socket_file()?;
     Ok(rate)
 }
 
@@ -235,9 +241,7 @@ pub fn lean_handoff(ctx: &Ctx, clients: usize) -> anyhow::Result<f64> {
         listener.shut_down()?;
         result
     })?;
-    if let Target::Unix(path) = &target {
-        std::fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
-    }
+    target.remove_socket_file()?;
     Ok(rate)
 }
 

@@ -325,13 +325,7 @@ fn a_connection_waiting_for_a_worker_counts_toward_its_idle_timeout() {
     assert_eq!(holder.ask("line 0"), "LINE 0\n");
     let connected = Instant::now();
     let mut silent = Conn::connect(&path);
-    for i in 1..=12 {
-        thread::sleep(Duration::from_millis(100));
-        assert_eq!(holder.ask(&format!("line {i}")), format!("LINE {i}\n"));
-    }
-    assert!(connected.elapsed() > 2 * idle, "the test ran too fast to prove it");
-    holder.shutdown_write();
-    assert!(holder.at_eof());
+    keep_the_worker_then_let_go(holder, connected, idle);
     let freed = Instant::now();
     let reply = silent.recv_line();
     let (after_freed, after_connect) = (freed.elapsed(), connected.elapsed());
@@ -344,6 +338,19 @@ fn a_connection_waiting_for_a_worker_counts_toward_its_idle_timeout() {
         "B was cut off {after_freed:?} after the worker was freed: its wait did not count"
     );
     server.wait_for_line("lesson07-server: connection 2: no complete line in 500 ms; closed");
+}
+
+/// Keep the only worker busy with `holder` (a line every 100 ms, so never idle) until more
+/// than twice `idle` has passed since `since`, then half-close and read its EOF: the worker is
+/// free for whoever waited in the queue.
+fn keep_the_worker_then_let_go(mut holder: Conn, since: Instant, idle: Duration) {
+    for i in 1..=12 {
+        thread::sleep(Duration::from_millis(100));
+        assert_eq!(holder.ask(&format!("line {i}")), format!("LINE {i}\n"));
+    }
+    assert!(since.elapsed() > 2 * idle, "the test ran too fast to prove it");
+    holder.shutdown_write();
+    assert!(holder.at_eof());
 }
 
 /// A connection that waited in the queue past its idle deadline, but sent its line in time, is
@@ -361,12 +368,6 @@ fn a_queued_connection_whose_line_came_in_time_is_answered() {
     let mut prompt = Conn::connect(&path);
     prompt.send(b"here in time\n");
     prompt.shutdown_write();
-    for i in 1..=12 {
-        thread::sleep(Duration::from_millis(100));
-        assert_eq!(holder.ask(&format!("line {i}")), format!("LINE {i}\n"));
-    }
-    assert!(connected.elapsed() > 2 * idle, "the test ran too fast to prove it");
-    holder.shutdown_write();
-    assert!(holder.at_eof());
+    keep_the_worker_then_let_go(holder, connected, idle);
     assert_eq!(prompt.read_to_end(), b"HERE IN TIME\n");
 }

@@ -429,7 +429,7 @@ impl Allowed {
 }
 // ANCHOR_END: allowed
 
-// ANCHOR: pool
+// ANCHOR: busy
 /// Past `--max-connections`: `error: busy`, and close. Unlike `refuse` there is no drain: the
 /// acceptor must never wait on a client, and the one thing a flood of refused clients may cost
 /// us is this write. A fresh socket's buffer is empty, so the line goes out without blocking
@@ -441,7 +441,7 @@ fn busy(stream: UnixStream) {
         let _ = (&stream).write_all(b"error: busy, try again later\n"); // ok to fail: it is gone
     }
 }
-// ANCHOR_END: pool
+// ANCHOR_END: busy
 
 // ANCHOR: serve
 /// One client's connection, as a task of its own: whatever goes wrong ends only this

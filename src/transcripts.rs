@@ -91,6 +91,7 @@ const SESSIONS: &[(&str, &[Tool], Script)] = &[
     ("deadlines", &[PYTHON], deadlines),
     ("abstract", &[ROOT, SOCAT, PYTHON], abstract_name),
     ("framing", &[PYTHON], framing),
+    ("async", &[PYTHON], tasks_not_threads),
     ("inspecting", &[SS, LSOF], inspecting),
     ("errors/eaddrinuse", &[], eaddrinuse),
     ("errors/econnrefused", &[PYTHON], econnrefused),
@@ -363,6 +364,28 @@ fn framing(s: &mut Session) -> anyhow::Result<()> {
         r#"python3 -c "{connect}; s.sendall(b'\0\0\0\x05ab'); s.shutdown(socket.SHUT_WR); print(s.recv(10))""#
     ))?;
     s.wait_for(server, "connection 5: EOF inside a frame")?;
+    Ok(())
+}
+
+/// lessons/13-async.md: 500 idle connections held by lesson 07 (its worker threads and its
+/// queue) and by lesson 13 (a task each): the threads each server runs meanwhile.
+fn tasks_not_threads(s: &mut Session) -> anyhow::Result<()> {
+    let pool = s.start("pool", "lesson07-server pool.sock 2>/dev/null", "listening on")?;
+    let line = "lesson13-server tasks.sock --workers 2 2>/dev/null";
+    let tasks = s.start("tasks", line, "listening on")?;
+    let hold = |socket: &str| {
+        format!(
+            r#"python3 -c 'import socket, time; held = [socket.socket(socket.AF_UNIX) for _ in range(500)]; [c.connect("{socket}") for c in held]; print("holding 500", flush=True); time.sleep(60)'"#
+        )
+    };
+    let holders = [s.start("holder", &hold("pool.sock"), "holding 500")?];
+    let holders = [holders[0], s.start("holder-2", &hold("tasks.sock"), "holding 500")?];
+    s.sh(&format!("grep Threads /proc/{}/status  # lesson07-server", s.pid(pool)))?;
+    s.sh(&format!("grep Threads /proc/{}/status  # lesson13-server", s.pid(tasks)))?;
+    for holder in holders {
+        s.signal(holder, "TERM")?;
+        s.wait_exit(holder)?;
+    }
     Ok(())
 }
 

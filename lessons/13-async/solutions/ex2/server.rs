@@ -350,9 +350,9 @@ impl Drop for RemoveOnDrop {
 // ANCHOR_END: socket_file
 
 // ANCHOR: group
-/// The backlog `listen` asks for: clients that may wait to be accepted (mio's, and tokio's
-/// `bind`; the kernel caps it at net.core.somaxconn).
-const BACKLOG: u32 = 1024;
+/// The backlog `listen` asks for, the clients that may wait to be accepted: as many as the
+/// kernel allows (it caps this at net.core.somaxconn), as std's and tokio's own `bind` ask.
+const BACKLOG: u32 = u32::MAX;
 
 /// Set the mode of the socket file, still unreachable: it is bound, not yet listening.
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {

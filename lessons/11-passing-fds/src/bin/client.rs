@@ -115,7 +115,7 @@ fn receive_file(stream: &UnixStream, path: &Path) -> anyhow::Result<Option<Owned
         bail!("recvmsg {shown}: descriptors were lost: no room for them (MSG_CTRUNC)");
     }
     // What came is ours now, as `OwnedFd`s: closed when dropped, on every path below.
-    let fds: Vec<OwnedFd> = control
+    let mut fds: Vec<OwnedFd> = control
         .drain()
         .filter_map(|message| match message {
             RecvAncillaryMessage::ScmRights(fds) => Some(fds),
@@ -124,15 +124,17 @@ fn receive_file(stream: &UnixStream, path: &Path) -> anyhow::Result<Option<Owned
         .flatten()
         .collect();
     let reply = &reply[..received.bytes];
-    if reply.starts_with(b"error: ") {
-        let _ = io::stderr().write_all(reply); // ok to lose: stderr is gone
-        return Ok(None);
-    }
-    match (reply, <[OwnedFd; 1]>::try_from(fds)) {
-        (b"ok\n", Ok([file])) => Ok(Some(file)),
-        (b"ok\n", Err(fds)) => bail!("recvmsg {shown}: `ok` came with {} descriptors", fds.len()),
-        (b"", _) => bail!("read {shown}: the server closed the connection without a reply"),
-        _ => bail!("read {shown}: not a reply: {:?}", String::from_utf8_lossy(reply)),
+    match (reply, fds.len()) {
+        (b"ok\n", 1) => Ok(fds.pop()),
+        (error, 0) if error.starts_with(b"error: ") => {
+            let _ = io::stderr().write_all(error); // ok to lose: stderr is gone
+            Ok(None)
+        }
+        (b"", 0) => bail!("read {shown}: the server closed the connection without a reply"),
+        (reply, count) => {
+            let reply = String::from_utf8_lossy(reply);
+            bail!("read {shown}: not a reply: {reply:?} with {count} descriptors")
+        }
     }
 }
 // ANCHOR_END: receive

@@ -12,7 +12,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, IoSliceMut, Write};
+use std::io::{self, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -85,16 +85,24 @@ fn run() -> anyhow::Result<ExitCode> {
     let Some(file) = receive_file(&stream, &path)? else {
         return Ok(ExitCode::FAILURE); // the server's `error: ` line, on stderr, says why
     };
+    // ANCHOR: eof
+    // One reply, then the server closes: wait for that EOF. Exiting before it would be no harm
+    // to us, but a script that stops the server the moment we exit would catch it still busy
+    // with our connection.
+    let after = stream.read(&mut [0; 1]).with_context(|| format!("read {}", path.display()))?;
+    if after != 0 {
+        bail!("read {}: the server sent more than one reply", path.display());
+    }
+    // ANCHOR_END: eof
     // ANCHOR: copy
     // The descriptor is an open file like any other: read it to the end. Its permissions
     // were checked when the server opened it, not now, and not against us.
     if args.stat {
-        // fstat asks about the open file itself: the one the server opened, whatever the
-        // name points at by now, and without any permission on the path.
-        let stat = rustix::fs::fstat(&file)
-            .with_context(|| format!("fstat {}", name.to_string_lossy()))?;
-        let line =
-            format!("{}: {} bytes, inode {}\n", name.to_string_lossy(), stat.st_size, stat.st_ino);
+        // fstat asks the open file itself: the one the server opened, whatever the name
+        // points at by now, and with no permission needed on its path.
+        let shown = name.to_string_lossy();
+        let stat = rustix::fs::fstat(&file).with_context(|| format!("fstat {shown}"))?;
+        let line = format!("{shown}: {} bytes, inode {}\n", stat.st_size, stat.st_ino);
         io::stdout().write_all(line.as_bytes()).context("write stdout")?;
         return Ok(ExitCode::SUCCESS);
     }

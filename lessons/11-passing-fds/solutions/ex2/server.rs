@@ -434,10 +434,12 @@ fn serve(id: u64, stream: UnixStream, allowed: &Allowed, dir: &OwnedFd) {
         return;
     }
     // ANCHOR_END: peer
+    // ANCHOR: answer
     let answered = match read_request(&stream).and_then(|name| open_in(dir, &name)) {
         Ok((name, file)) => send_file(&stream, &file).map(|()| format!("sent {name}")),
         Err(reason) => refuse(&stream, &reason).map(|()| format!("refused: {reason}")),
     };
+    // ANCHOR_END: answer
     match answered {
         Ok(what) => eprintln!("lesson11-server: connection {id}: {what}"),
         Err(err) => eprintln!("lesson11-server: connection {id}: {err:#}"),

@@ -81,17 +81,28 @@ fn answering_ok_with(
     })
 }
 
+/// What the client says when descriptors came that it had no room for.
+fn lost(path: &Path) -> String {
+    let shown = path.display();
+    format!(
+        "lesson11-client: recvmsg {shown}: descriptors were lost: no room for them (MSG_CTRUNC)\n"
+    )
+}
+
+/// The client against a fake server answering `ok\n` with `count` descriptors: exit 1, nothing
+/// on stdout, and on stderr what `says` makes of the socket's path.
+fn assert_the_client_fails_against_ok_with(count: usize, says: impl FnOnce(&Path) -> String) {
+    let dir = temp_dir();
+    let (path, fake) = answering_ok_with(dir.path(), count);
+    client().arg(&path).arg("hello.txt").assert().code(1).stdout("").stderr(says(&path));
+    fake.join().expect("the fake server");
+}
+
 /// More descriptors than the client has room for: the kernel closes those that do not fit and
 /// sets MSG_CTRUNC; the client says so and exits 1 instead of going on without them.
 #[test]
 fn a_truncated_control_message_is_an_error_not_a_silent_loss() {
-    let dir = temp_dir();
-    let (path, fake) = answering_ok_with(dir.path(), 16);
-    let shown = path.display();
-    client().arg(&path).arg("hello.txt").assert().code(1).stdout("").stderr(format!(
-        "lesson11-client: recvmsg {shown}: descriptors were lost: no room for them (MSG_CTRUNC)\n"
-    ));
-    fake.join().expect("the fake server");
+    assert_the_client_fails_against_ok_with(16, lost);
 }
 
 /// Out of descriptors (RLIMIT_NOFILE reached: `ulimit -n 4` leaves room for stdin, stdout,
@@ -99,30 +110,23 @@ fn a_truncated_control_message_is_an_error_not_a_silent_loss() {
 #[test]
 fn out_of_descriptors_the_client_reports_msg_ctrunc() {
     let served = serve_files(server(), &[]);
-    let client = cargo_bin!("lesson11-client");
-    let shown = served.path.display();
     assert_cmd::Command::new("bash")
         .args(["-c", r#"ulimit -n 4 && exec "$0" "$@""#])
-        .arg(client)
+        .arg(cargo_bin!("lesson11-client"))
         .arg(&served.path)
         .arg("hello.txt")
         .timeout(DEADLINE)
         .assert()
         .code(1)
         .stdout("")
-        .stderr(format!(
-            "lesson11-client: recvmsg {shown}: descriptors were lost: no room for them (MSG_CTRUNC)\n"
-        ));
+        .stderr(lost(&served.path));
 }
 
 /// `ok\n` with no descriptor attached is no reply the client can use: exit 1, saying so.
 #[test]
 fn ok_without_a_descriptor_is_an_error() {
-    let dir = temp_dir();
-    let (path, fake) = answering_ok_with(dir.path(), 0);
-    let shown = path.display();
-    client().arg(&path).arg("hello.txt").assert().code(1).stdout("").stderr(format!(
-        "lesson11-client: read {shown}: not a reply: \"ok\\n\" with 0 descriptors\n"
-    ));
-    fake.join().expect("the fake server");
+    assert_the_client_fails_against_ok_with(0, |path| {
+        let shown = path.display();
+        format!("lesson11-client: read {shown}: not a reply: \"ok\\n\" with 0 descriptors\n")
+    });
 }

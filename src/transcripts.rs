@@ -91,6 +91,7 @@ const SESSIONS: &[(&str, &[Tool], Script)] = &[
     ("deadlines", &[PYTHON], deadlines),
     ("abstract", &[ROOT, SOCAT, PYTHON], abstract_name),
     ("framing", &[PYTHON], framing),
+    ("passing-fds", &[ROOT, PYTHON], passing_fds),
     ("inspecting", &[SS, LSOF], inspecting),
     ("errors/eaddrinuse", &[], eaddrinuse),
     ("errors/econnrefused", &[PYTHON], econnrefused),
@@ -387,6 +388,33 @@ fn abstract_name(s: &mut Session) -> anyhow::Result<()> {
     let again = s.start("server-2", "lesson06-server @lesson06", "listening on @lesson06")?;
     s.sh("lesson06-client @lesson06 'hello again'")?;
     s.wait_for(again, "connection 1: closed")
+}
+
+/// lessons/11-passing-fds.md: `nobody` reads root's file through the descriptor where `cat`
+/// cannot open it; names and links refused; a uid not allowed; Python's `recv_fds`; out of
+/// descriptors.
+fn passing_fds(s: &mut Session) -> anyhow::Result<()> {
+    s.share("lesson11-client")?;
+    s.sh("mkdir -m 755 files")?;
+    s.sh("echo 'for root only' > files/secret.txt && chmod 600 files/secret.txt")?;
+    s.sh("ls -l files/secret.txt")?;
+    let allowed = "lesson11-server app.sock --dir files --mode 0666 --allow-uid 65534";
+    let server = s.start("server", allowed, "listening on app.sock")?;
+    s.sh("lesson11-client app.sock secret.txt")?;
+    s.sh_failing(&format!("{NOBODY} cat files/secret.txt"))?;
+    s.sh(&format!("{NOBODY} lesson11-client app.sock secret.txt"))?;
+    s.sh_failing("lesson11-client app.sock ../etc/passwd")?;
+    s.sh("ln -s /etc/passwd files/passwd")?;
+    s.sh_failing("lesson11-client app.sock passwd")?;
+    s.sh(
+        r#"python3 -c "import os, socket; s = socket.socket(socket.AF_UNIX); s.connect('app.sock'); s.sendall(b'secret.txt\n'); msg, fds, flags, _ = socket.recv_fds(s, 4096, 1); print(msg, len(fds)); print(os.read(fds[0], 100))""#,
+    )?;
+    s.sh_failing("(ulimit -n 4; lesson11-client app.sock secret.txt)")?;
+    s.wait_for(server, "connection 6: sent secret.txt")?;
+    let strict = "lesson11-server strict.sock --dir files --mode 0666";
+    let other = s.start("server-2", strict, "listening on strict.sock")?;
+    s.sh_failing(&format!("{NOBODY} lesson11-client strict.sock secret.txt"))?;
+    s.wait_for(other, "refused uid 65534")
 }
 
 /// background/inspecting.md: a socket file and an abstract name, as ls, stat, ss, lsof and

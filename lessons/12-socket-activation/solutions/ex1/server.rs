@@ -1,27 +1,28 @@
-//! lesson12-server: lesson 06's server, with a fixed pool of worker threads.
+//! lesson12-server: lesson 07's server, started by a service manager that owns its socket.
 //!
-//! The one idea: bounded concurrency. Lesson 06 spawned a thread for every client, before the
-//! credential check, for anyone who could reach the socket. Here `--workers` threads serve all
-//! connections, fed by a queue; `--max-connections` bounds what is accepted and not yet closed
-//! (served or waiting), and past it a client is answered `error: busy` at once.
+//! The one idea: socket activation. When `LISTEN_PID` is our pid and `LISTEN_FDS` is at least
+//! 1, the manager (systemd, or `systemd-socket-activate`) has already made, bound and listened
+//! on the socket, and hands it to us as fd 3. We check what fd 3 is and serve on it; we never
+//! bind, never probe or remove a stale file, never unlink: the socket is the manager's.
+//! Without `LISTEN_FDS` the server is lesson 07's.
 //!
-//! Run: `cargo run --bin lesson12-server` prints `listening on PATH`; then, in another terminal,
-//! `cargo run --bin lesson12-client -- PATH hello` or `nc -NU PATH`. PATH `@lesson12` is a name
-//! (`socat - ABSTRACT-CONNECT:lesson12` talks to it). Partner: client.rs.
+//! Run: `systemd-socket-activate -l PATH target/debug/lesson12-server` listens on PATH and
+//! starts the server on the first connection: `cargo run --bin lesson12-client -- PATH hello`.
+//! Without it, `cargo run --bin lesson12-server` runs as lesson 07 does. Partner: client.rs.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{self, ExitCode};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use std::{fs, thread};
+use std::{env, fs, thread};
 
 use anyhow::{Context, bail};
 use clap::builder::{OsStringValueParser, TypedValueParser};
@@ -31,7 +32,10 @@ use lesson12::{
     peer_credentials, timed_out,
 };
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
-use rustix::fs::Mode;
+use rustix::fs::{FileType, Mode, fstat};
+use rustix::io::{Errno, FdFlags, fcntl_setfd};
+use rustix::net::sockopt::{socket_acceptconn, socket_domain, socket_type};
+use rustix::net::{AddressFamily, SocketType};
 use rustix::process::{Gid, getuid, umask};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -74,10 +78,6 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1024)]
     #[arg(value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
-    /// Connections one uid may have open (accepted and not yet closed); past it, that uid's
-    /// next client is answered `error: busy` [default: no limit]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    max_per_uid: Option<u32>,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -110,109 +110,112 @@ fn run() -> anyhow::Result<()> {
     if !cfg!(target_os = "linux") {
         return Err(linux_only()).context("start");
     }
+    // ANCHOR: activated
+    // First, before this process opens anything: the socket a service manager handed us.
+    let inherited = take_listen_fd()?;
+    // The manager made the file, so its mode and group are set where it is made.
+    if inherited.is_some() && (args.mode.is_some() || args.group.is_some()) {
+        let why = "the service manager made this socket, so no --mode or --group: set them \
+                   with SocketMode= and SocketGroup= in its .socket unit";
+        let mut usage = Args::command().bin_name("lesson12-server");
+        usage.error(clap::error::ErrorKind::ArgumentConflict, why).exit();
+    }
+    // ANCHOR_END: activated
     let limits =
         Limits { idle: Duration::from_millis(args.idle_timeout_ms), max_line: args.max_line };
-    let path = match args.path.clone() {
-        Some(path) => path,
-        None => {
+    let path = match (&inherited, args.path.clone()) {
+        // Whatever PATH says, the socket is where the manager bound it.
+        (Some(listener), _) => bound_address(listener)?,
+        (None, Some(path)) => path,
+        (None, None) => {
             let dir = default_socket_dir();
             create_private_dir(&dir)?;
             Address::File(dir.join(SOCKET_NAME))
         }
     };
     let mode = args.mode.unwrap_or(if args.group.is_some() { 0o660 } else { 0o600 });
-    remove_stale_socket(&path)?;
-    // ANCHOR: bind
-    // `bind` creates the socket file; std then calls `listen`, so clients can queue up until
-    // we `accept` them. If anything exists at `path` — even the socket file of a server that
-    // died — `bind` fails with "Address already in use".
-    //
-    // The file is born with mode 0777 minus the umask, and from `listen` on anyone the mode
-    // lets in can connect. So the umask is set *before* `bind`: a chmod after it would leave a
-    // window in which others connect, and their connections outlive the chmod. With --group
-    // the file is born open to the owner only; `give_to_group` opens it to the group later.
-    let born = if args.group.is_some() { mode & 0o700 } else { mode };
-    // The umask is per process: change it only while no other thread could be creating files.
-    // (`as _`: mode_t is 32 bits on Linux, 16 on macOS and the BSDs; 0o777 fits either.)
-    let umask_before = umask(Mode::from_raw_mode((!born & 0o777) as _));
-    let bound = path.socket_addr().and_then(|address| UnixListener::bind_addr(&address));
-    umask(umask_before);
-    let listener = bound.with_context(|| format!("bind {}", path.display()))?;
-    // ANCHOR_END: bind
-    // ANCHOR: guard
-    // The socket file, if any: an abstract name leaves nothing behind to remove.
-    let socket_file = match &path {
-        Address::File(file) => Some(Arc::new(SocketFile::bound_at(file)?)),
-        Address::Abstract(_) => None,
+    // ANCHOR: gives_up
+    // Everything in `None` is what a server gives up when the manager owns the socket: the
+    // stale-file probe (it would find the manager's live socket "in use"), the bind, the mode
+    // and group, and the guard that unlinks the file on exit (the manager removes it, when
+    // the .socket unit stops).
+    let (listener, socket_file) = match inherited {
+        Some(listener) => (listener, None),
+        None => {
+            remove_stale_socket(&path)?;
+            // ANCHOR: bind
+            // `bind` creates the socket file; std then calls `listen`, so clients can queue up
+            // until we `accept` them. If anything exists at `path` — even the socket file of a
+            // server that died — `bind` fails with "Address already in use".
+            //
+            // The file is born with mode 0777 minus the umask, and from `listen` on anyone the
+            // mode lets in can connect. So the umask is set *before* `bind`: a chmod after it
+            // would leave a window in which others connect, and their connections outlive the
+            // chmod. With --group the file is born open to the owner only; `give_to_group`
+            // opens it to the group later.
+            let born = if args.group.is_some() { mode & 0o700 } else { mode };
+            // The umask is per process: change it only while no other thread could be creating
+            // files. (`as _`: mode_t is 32 bits on Linux, 16 on macOS and the BSDs; 0o777 fits
+            // either.)
+            let umask_before = umask(Mode::from_raw_mode((!born & 0o777) as _));
+            let bound = path.socket_addr().and_then(|address| UnixListener::bind_addr(&address));
+            umask(umask_before);
+            let listener = bound.with_context(|| format!("bind {}", path.display()))?;
+            // ANCHOR_END: bind
+            // ANCHOR: guard
+            // The socket file, if any: an abstract name leaves nothing behind to remove.
+            let socket_file = match &path {
+                Address::File(file) => Some(Arc::new(SocketFile::bound_at(file)?)),
+                Address::Abstract(_) => None,
+            };
+            // ANCHOR_END: guard
+            if let (Some(gid), Address::File(file)) = (args.group, &path) {
+                give_to_group(file, gid, mode)?;
+            }
+            (listener, socket_file)
+        }
     };
     let _remove_on_exit = socket_file.clone().map(RemoveOnDrop);
-    // ANCHOR_END: guard
-    if let (Some(gid), Address::File(file)) = (args.group, &path) {
-        give_to_group(file, gid, mode)?;
-    }
+    // ANCHOR_END: gives_up
 
     // 0 while serving; then the signal that asked us to stop.
     let stop_signal = Arc::new(AtomicI32::new(0));
+    // The signal thread wakes the accept loop by closing `wake`: see `handle_signals`.
+    let (wake, woken) = UnixStream::pair().context("make the wake-up pair")?;
     // Before `listening on`: a signal that arrives once we are ready must find its handler.
-    handle_signals(&listener, &socket_file, &stop_signal)?;
+    handle_signals(wake, &socket_file, &stop_signal)?;
     // The line that scripts and tests wait for. writeln!, not println!, which would panic
     // if nobody reads our stdout.
     let mut stdout = io::stdout();
     writeln!(stdout, "listening on {}", path.display())
         .and_then(|()| stdout.flush())
         .context("write stdout")?;
+    // Exercise 1: the service manager learns we are ready when we are, not when we started.
+    notify("READY=1");
     let allowed = Arc::new(Allowed::from_args(&args));
     // ANCHOR: accept_loop
     // `open` counts the connections accepted and not yet closed. Each also holds a clone of
     // `serving`, a channel nobody sends on: shutdown waits on `all_closed` until the last clone
     // is dropped.
     let open = Arc::new(AtomicUsize::new(0));
-    let per_uid = Arc::new(PerUid::default());
-    let max_per_uid = args.max_per_uid.map(|max| max as usize);
     let (serving, all_closed) = mpsc::channel();
     let queue = start_workers(args.workers, args.max_connections, &allowed, limits)?;
     let max_connections = args.max_connections as usize;
     for id in 1.. {
-        let accepted = listener.accept();
-        // After the first signal `accept` fails (its socket was shut down) or hands us a
-        // client that was still queued: either way, we are done accepting.
-        if stop_signal.load(Ordering::SeqCst) != 0 {
+        // Sleep until a client is queued or a signal asks us to stop; then `accept` has a
+        // client to return and cannot block.
+        if !client_waiting(&listener, &woken) {
             break;
         }
-        match accepted {
+        match listener.accept() {
             // Full: say so at once, and never wait on this client (see `busy`).
             Ok((stream, _addr)) if open.load(Ordering::SeqCst) >= max_connections => {
                 eprintln!("lesson12-server: connection {id}: busy ({max_connections} open)");
-                busy(stream, "busy, try again later");
+                busy(stream);
             }
             Ok((stream, _addr)) => {
-                // SO_PEERCRED is one getsockopt on a socket we already hold: the kernel answers
-                // from what it recorded at `connect`, so the acceptor never waits on the client.
-                let uid = match peer_credentials(&stream) {
-                    Ok((uid, _gid, _pid)) => uid,
-                    Err(err) => {
-                        eprintln!("lesson12-server: connection {id}: peer credentials: {err}");
-                        continue;
-                    }
-                };
-                // One user at its own limit is busy too, so it cannot take every connection.
-                let slot = match UidSlot::take(&per_uid, uid, max_per_uid) {
-                    Ok(slot) => slot,
-                    Err(has) => {
-                        let reason = format!("busy: uid {uid} has {has} connections");
-                        eprintln!("lesson12-server: connection {id}: {reason}");
-                        busy(stream, &reason);
-                        continue;
-                    }
-                };
                 let connection = Connection::start(&open, &serving);
-                let job = Job {
-                    id,
-                    stream,
-                    accepted: Instant::now(),
-                    _connection: connection,
-                    _uid: slot,
-                };
+                let job = Job { id, stream, accepted: Instant::now(), _connection: connection };
                 // Never blocks: the queue has room for `max_connections`, more than are open.
                 if let Err(err) = queue.try_send(job) {
                     eprintln!("lesson12-server: connection {id}: queue: {err}");
@@ -227,15 +230,17 @@ fn run() -> anyhow::Result<()> {
         }
     }
     // ANCHOR_END: accept_loop
-    // Close the listening socket: clients still queued in it get a reset now, instead of
-    // waiting out the grace period for an `accept` that will never come. Close the queue too:
-    // the workers serve what is in it, then stop.
+    // Close our listening socket. If it is ours alone, clients still queued in it get a reset
+    // now, instead of waiting out the grace period for an `accept` that will never come; if the
+    // manager handed it to us, they stay queued in its socket for the next server it starts.
+    // Close the queue too: the workers serve what is in it, then stop.
     drop(listener);
     drop(queue);
     eprintln!(
         "lesson12-server: {}: shutting down",
         signal_name(stop_signal.load(Ordering::SeqCst))
     );
+    notify("STOPPING=1");
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
     let still_open = open.load(Ordering::SeqCst);
@@ -258,6 +263,115 @@ fn run() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+// ANCHOR: take_fd
+/// The first descriptor a service manager passes: fds 0–2 are stdin, stdout and stderr.
+const SD_LISTEN_FDS_START: i32 = 3;
+
+/// The listening socket a service manager handed us, if it did (socket activation): fd 3,
+/// when `LISTEN_PID` is our pid and `LISTEN_FDS` is 1 or more. We serve on the first only.
+fn take_listen_fd() -> anyhow::Result<Option<UnixListener>> {
+    // LISTEN_PID: the variables are for the process the manager started, not for whatever
+    // inherits its environment later (a child of ours, a shell it runs).
+    let number = |name| env::var(name).ok().and_then(|value| value.parse::<u32>().ok());
+    if number("LISTEN_PID") != Some(process::id()) || number("LISTEN_FDS").unwrap_or(0) == 0 {
+        return Ok(None);
+    }
+    // A manager that set LISTEN_FDS and passed nothing: say so, rather than own a number
+    // that is no descriptor. (A path lookup: it opens nothing that could become fd 3.)
+    if fs::symlink_metadata("/proc/self/fd/3").is_err() {
+        bail!("take fd 3: LISTEN_FDS is set, but fd 3 is not open");
+    }
+    // SAFETY: `from_raw_fd` needs fd 3 to be open and owned by nothing else in this process.
+    // It is open: checked just above. It is ours: LISTEN_PID names this process, and by the
+    // protocol the manager that set it passed us LISTEN_FDS descriptors from 3 up, for us to
+    // own. Nothing else here owns it: `run` calls this once, before it opens anything, and
+    // no other code in the program turns a raw number into a descriptor. std and rustix have
+    // no safe way to do this: only the environment says that fd 3 is ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(SD_LISTEN_FDS_START) };
+    // The manager clears close-on-exec so that fd 3 survives its exec of us; set it again
+    // (as sd_listen_fds(3) does), so that nothing we might start inherits the socket. The
+    // flag belongs to our descriptor only: the manager's own is unchanged.
+    fcntl_setfd(&fd, FdFlags::CLOEXEC).context("take fd 3")?;
+    if let Some(kind) = what_else(&fd).context("take fd 3")? {
+        bail!("take fd 3: it is {kind}, not a listening Unix stream socket");
+    }
+    Ok(Some(UnixListener::from(fd)))
+}
+
+/// What `fd` is, unless it is a listening Unix stream socket (then `None`). A misconfigured
+/// unit (a `ListenDatagram=`, a TCP port, a file) fails here, with its name, instead of at the
+/// first `accept`.
+fn what_else(fd: &OwnedFd) -> Result<Option<&'static str>, Errno> {
+    match FileType::from_raw_mode(fstat(fd)?.st_mode) {
+        FileType::Socket => {}
+        FileType::RegularFile => return Ok(Some("a regular file")),
+        _ => return Ok(Some("not a socket")),
+    }
+    match socket_domain(fd)? {
+        AddressFamily::UNIX => {}
+        AddressFamily::INET => return Ok(Some("an AF_INET socket")),
+        AddressFamily::INET6 => return Ok(Some("an AF_INET6 socket")),
+        _ => return Ok(Some("a socket of another family than AF_UNIX")),
+    }
+    Ok(match socket_type(fd)? {
+        // SO_ACCEPTCONN: has `listen` been called on it?
+        SocketType::STREAM if socket_acceptconn(fd)? => None,
+        SocketType::STREAM => Some("a stream socket that is not listening"),
+        SocketType::DGRAM => Some("a datagram socket"),
+        SocketType::SEQPACKET => Some("a seqpacket socket"),
+        _ => Some("a socket of another type"),
+    })
+}
+
+/// Where the manager bound the socket (getsockname(2)): a path, or an abstract `@name`.
+fn bound_address(listener: &UnixListener) -> anyhow::Result<Address> {
+    let address = listener.local_addr().context("take fd 3: getsockname")?;
+    if let Some(path) = address.as_pathname() {
+        return Ok(Address::File(path.to_owned()));
+    }
+    match address.as_abstract_name() {
+        Some(name) => Ok(Address::Abstract(name.to_vec())),
+        None => bail!("take fd 3: it is bound to no path and no name"),
+    }
+}
+
+/// Wait until a client is queued on `listener` (true) or `woken` is readable: the signal
+/// thread closed the other end, and we must stop accepting (false).
+fn client_waiting(listener: &UnixListener, woken: &UnixStream) -> bool {
+    loop {
+        let mut fds = [PollFd::new(listener, PollFlags::IN), PollFd::new(woken, PollFlags::IN)];
+        match poll(&mut fds, None) {
+            Ok(_) if !fds[1].revents().is_empty() => return false,
+            Ok(_) => return true,
+            // A signal's handler ran; the signal thread will close `wake` in a moment.
+            Err(Errno::INTR) => {}
+            Err(err) => {
+                eprintln!("lesson12-server: poll: {err}");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+// ANCHOR_END: take_fd
+
+// ANCHOR: notify
+/// Tell the service manager how we are (sd_notify(3)): one datagram, `READY=1` or
+/// `STOPPING=1`, to the socket $NOTIFY_SOCKET names (`@name`: an abstract name). Without the
+/// variable nobody is listening, and there is nothing to do. A failure is logged, never fatal:
+/// the clients matter more than the manager's view of us.
+fn notify(state: &str) {
+    let Some(socket) = env::var_os("NOTIFY_SOCKET") else { return };
+    let shown = socket.to_string_lossy().into_owned();
+    let sent = Address::parse(socket)
+        .map_err(|why| io::Error::new(ErrorKind::InvalidInput, why))
+        .and_then(|address| address.socket_addr())
+        .and_then(|address| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &address));
+    if let Err(err) = sent {
+        eprintln!("lesson12-server: notify {shown}: {err}");
+    }
+}
+// ANCHOR_END: notify
 
 // ANCHOR: private_dir
 /// Create the default directory with mode 0700, or accept an existing one only if it is ours
@@ -397,27 +511,24 @@ fn give_to_group(path: &Path, gid: u32, mode: u32) -> anyhow::Result<()> {
 /// Why not `signal_hook::flag::register` and a flag the accept loop checks? signal-hook
 /// installs its handlers with SA_RESTART, so the kernel *restarts* a blocked `accept` instead
 /// of failing it with EINTR (strace shows `ERESTARTSYS`): the loop would not see the flag until
-/// the next client happened to connect. So this thread receives the signal and wakes `accept`.
+/// the next client happened to connect. So this thread receives the signal and wakes the loop.
 fn handle_signals(
-    listener: &UnixListener,
+    wake: UnixStream,
     socket_file: &Option<Arc<SocketFile>>,
     stop_signal: &Arc<AtomicI32>,
 ) -> anyhow::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("register SIGINT and SIGTERM")?;
-    // A second handle on the same listening socket, for this thread to shut down.
-    let listening = listener.try_clone().context("clone the listener")?;
     let (socket_file, stop_signal) = (socket_file.clone(), Arc::clone(stop_signal));
     let wait = move || {
         let mut signals = signals.forever();
         if let Some(signal) = signals.next() {
             stop_signal.store(signal, Ordering::SeqCst);
-            // shutdown(2) on a listening socket makes the blocked `accept` return at once,
-            // with an error, and from now on `connect` is refused. That is Linux; on macOS and
-            // the BSDs it does not wake `accept`, and a self-pipe with poll(2) is the portable way.
-            if let Err(err) = rustix::net::shutdown(&listening, rustix::net::Shutdown::Read) {
-                eprintln!("lesson12-server: shutdown the listener: {err}");
-            }
-            drop(listening); // the main thread closes its handle too, once it stops accepting
+            // Lesson 07 called shutdown(2) on the listening socket here, to make the blocked
+            // `accept` fail. On a socket the manager handed us that would shut down *its*
+            // socket, the same one: every later `connect` refused, for every server it starts,
+            // until the manager makes a new one. So the loop waits in poll(2) on the listener
+            // and on the other end of `wake`, and closing `wake` makes that end readable (EOF).
+            drop(wake);
         }
         if let Some(signal) = signals.next() {
             eprintln!("lesson12-server: {} again: exiting now", signal_name(signal));
@@ -470,8 +581,6 @@ struct Job {
     accepted: Instant,
     /// Counts it as open until the worker is done with it.
     _connection: Connection,
-    /// Counts it among its uid's, as long.
-    _uid: UidSlot,
 }
 
 /// Start `workers` threads that serve the connections sent to the returned queue, one at a
@@ -506,15 +615,13 @@ fn start_workers(
     Ok(queue)
 }
 
-/// Past `--max-connections` or `--max-per-uid`: `error: REASON`, and close. Unlike `refuse`
-/// there is no drain: the acceptor must never wait on a client, and the one thing a flood of
-/// refused clients may cost us is this write. A fresh socket's buffer is empty, so the line
-/// goes out without blocking (non-blocking all the same). A client that had already sent lines
-/// reads it, then a reset.
-fn busy(stream: UnixStream, reason: &str) {
+/// Past `--max-connections`: `error: busy`, and close. Unlike `refuse` there is no drain: the
+/// acceptor must never wait on a client, and the one thing a flood of refused clients may cost
+/// us is this write. A fresh socket's buffer is empty, so the line goes out without blocking
+/// (non-blocking all the same). A client that had already sent lines reads it, then a reset.
+fn busy(stream: UnixStream) {
     let _ = stream.set_nonblocking(true); // ok to fail: then the write may block, briefly
-    let line = format!("error: {reason}\n");
-    let _ = (&stream).write_all(line.as_bytes()); // ok to fail: it is gone
+    let _ = (&stream).write_all(b"error: busy, try again later\n"); // ok to fail: it is gone
 }
 
 /// Has the client sent something (or closed its side) that we have not read yet? poll(2) with
@@ -545,45 +652,6 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// The connections each uid has open, for `--max-per-uid`. A uid with none has no entry: the
-/// map holds at most one entry per open connection, however many users come and go.
-#[derive(Default)]
-struct PerUid(Mutex<HashMap<u32, usize>>);
-
-/// One of a uid's open connections: counted in `PerUid` until its `Job` is dropped, as
-/// `Connection` is counted in `open`.
-struct UidSlot {
-    per_uid: Arc<PerUid>,
-    uid: u32,
-}
-
-impl UidSlot {
-    /// Count one more connection for `uid`, unless it has `max` open already: then `Err` with
-    /// how many it has. The check and the count under one lock: a worker may be giving one of
-    /// this uid's slots back at the same moment.
-    fn take(per_uid: &Arc<PerUid>, uid: u32, max: Option<usize>) -> Result<UidSlot, usize> {
-        let mut counts = per_uid.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = counts.entry(uid).or_insert(0);
-        if max.is_some_and(|max| *count >= max) {
-            return Err(*count);
-        }
-        *count += 1;
-        Ok(UidSlot { per_uid: Arc::clone(per_uid), uid })
-    }
-}
-
-impl Drop for UidSlot {
-    fn drop(&mut self) {
-        let mut counts = self.per_uid.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Entry::Occupied(mut count) = counts.entry(self.uid) {
-            *count.get_mut() -= 1;
-            if *count.get() == 0 {
-                count.remove();
-            }
-        }
     }
 }
 // ANCHOR_END: connections

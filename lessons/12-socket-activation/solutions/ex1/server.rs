@@ -298,7 +298,9 @@ fn take_listen_fd() -> anyhow::Result<Option<UnixListener>> {
     }
     Ok(Some(UnixListener::from(fd)))
 }
+// ANCHOR_END: take_fd
 
+// ANCHOR: what_else
 /// What `fd` is, unless it is a listening Unix stream socket (then `None`). A misconfigured
 /// unit (a `ListenDatagram=`, a TCP port, a file) fails here, with its name, instead of at the
 /// first `accept`.
@@ -323,6 +325,9 @@ fn what_else(fd: &OwnedFd) -> Result<Option<&'static str>, Errno> {
         _ => Some("a socket of another type"),
     })
 }
+// ANCHOR_END: what_else
+
+// ANCHOR: bound_address
 
 /// Where the manager bound the socket (getsockname(2)): a path, or an abstract `@name`.
 fn bound_address(listener: &UnixListener) -> anyhow::Result<Address> {
@@ -335,6 +340,9 @@ fn bound_address(listener: &UnixListener) -> anyhow::Result<Address> {
         None => bail!("take fd 3: it is bound to no path and no name"),
     }
 }
+// ANCHOR_END: bound_address
+
+// ANCHOR: wake
 
 /// Wait until a client is queued on `listener` (true) or `woken` is readable: the signal
 /// thread closed the other end, and we must stop accepting (false).
@@ -353,7 +361,7 @@ fn client_waiting(listener: &UnixListener, woken: &UnixStream) -> bool {
         }
     }
 }
-// ANCHOR_END: take_fd
+// ANCHOR_END: wake
 
 // ANCHOR: notify
 /// Tell the service manager how we are (sd_notify(3)): one datagram, `READY=1` or

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use assert_cmd::cargo::cargo_bin;
 use rustix::process::Signal;
+use tempfile::TempDir;
 use uds_test_support::{Conn, DEADLINE, Server, abstract_name, have_tool, temp_dir};
 
 /// The server under test: `UDS_SERVER` (an absolute path), else this lesson's own.
@@ -81,6 +82,23 @@ fn ex1_stopping_1_follows_on_sigterm_and_an_abstract_notify_socket_works() {
 
 // Exercise 2: Accept=yes, a server for each connection.
 
+/// `systemd-socket-activate -a -l PATH SERVER ARGS...`, listening, in a temp dir of its own.
+fn accept_yes(args: &[&str]) -> (TempDir, PathBuf, Server) {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson12.sock");
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg("-a").arg("-l").arg(&path).arg(server()).args(args);
+    let mut tool = Server::spawn_cmd(cmd, &path);
+    tool.wait_for_line(&format!("Listening on {} as 3.", path.display()));
+    (dir, path, tool)
+}
+
+/// Wait until the tool reports that one of the servers it started exited 0.
+fn wait_for_an_exit_0(tool: &mut Server) {
+    let exited = |line: &str| line.starts_with("Child ") && line.ends_with(" died with code 0");
+    tool.wait_for(exited, "Child PID died with code 0");
+}
+
 /// `systemd-socket-activate -a` accepts each connection itself and starts a server for it,
 /// with the connection as fd 3. Two clients at once are each answered; each server exits 0
 /// when its client leaves (the tool logs `Child PID died with code 0`).
@@ -90,12 +108,7 @@ fn ex2_with_accept_yes_each_connection_gets_a_server_that_exits_0() {
     if !have_activate() {
         return;
     }
-    let dir = temp_dir();
-    let path = dir.path().join("lesson12.sock");
-    let mut cmd = Command::new("systemd-socket-activate");
-    cmd.arg("-a").arg("-l").arg(&path).arg(server());
-    let mut tool = Server::spawn_cmd(cmd, &path);
-    tool.wait_for_line(&format!("Listening on {} as 3.", path.display()));
+    let (_dir, path, mut tool) = accept_yes(&[]);
     let mut first = Conn::connect(&path);
     let mut second = Conn::connect(&path);
     assert_eq!(first.ask("one"), "ONE\n", "output:\n{}", tool.output());
@@ -105,9 +118,8 @@ fn ex2_with_accept_yes_each_connection_gets_a_server_that_exits_0() {
         client.shutdown_write();
         assert!(client.at_eof());
     }
-    let exited = |line: &str| line.starts_with("Child ") && line.ends_with(" died with code 0");
-    tool.wait_for(exited, "Child PID died with code 0");
-    tool.wait_for(exited, "Child PID died with code 0 (the second)");
+    wait_for_an_exit_0(&mut tool);
+    wait_for_an_exit_0(&mut tool);
 }
 
 /// The one-connection server keeps lesson 07's limits: a client that sends nothing is told
@@ -118,17 +130,11 @@ fn ex2_a_per_connection_server_keeps_the_idle_timeout() {
     if !have_activate() {
         return;
     }
-    let dir = temp_dir();
-    let path = dir.path().join("lesson12.sock");
-    let mut cmd = Command::new("systemd-socket-activate");
-    cmd.arg("-a").arg("-l").arg(&path).arg(server()).args(["--idle-timeout-ms", "300"]);
-    let mut tool = Server::spawn_cmd(cmd, &path);
-    tool.wait_for_line(&format!("Listening on {} as 3.", path.display()));
+    let (_dir, path, mut tool) = accept_yes(&["--idle-timeout-ms", "300"]);
     let mut quiet = Conn::connect(&path);
     quiet.stream().set_read_timeout(Some(Duration::from_secs(5))).expect("set a timeout");
     assert_eq!(quiet.recv_line(), "error: no complete line in 300 ms\n", "{}", tool.output());
     assert!(quiet.at_eof());
     drop(quiet);
-    let exited = |line: &str| line.starts_with("Child ") && line.ends_with(" died with code 0");
-    tool.wait_for(exited, "Child PID died with code 0");
+    wait_for_an_exit_0(&mut tool);
 }

@@ -9,12 +9,13 @@ use std::io::ErrorKind;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use assert_cmd::cargo::cargo_bin;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketType, connect, socket};
 use rustix::process::{Pid, Signal, kill_process, kill_process_group};
+use tempfile::TempDir;
 use uds_test_support::{Conn, Server, abstract_name, have_tool, temp_dir};
 
 fn server() -> &'static Path {
@@ -108,20 +109,36 @@ done
 // ANCHOR_END: restarter
 
 /// The restarter and every server it starts, in a process group of their own: all killed on
-/// drop, not only the first.
-struct Manager(Server);
+/// drop, not only the first. Its socket is `path`, in a temp dir of its own.
+struct Manager {
+    tool: Server,
+    path: PathBuf,
+    _dir: TempDir,
+}
 
 impl Manager {
-    fn start(path: &Path) -> Manager {
+    fn start() -> Manager {
+        let dir = temp_dir();
+        let path = dir.path().join("lesson12.sock");
         let mut cmd = Command::new("systemd-socket-activate");
-        cmd.arg("-l").arg(path).args(["sh", "-c", RESTARTER, "sh"]);
+        cmd.arg("-l").arg(&path).args(["sh", "-c", RESTARTER, "sh"]);
         cmd.arg(server()).args(["--grace-ms", "60000"]).process_group(0);
-        Manager(start_tool(cmd, path))
+        Manager { tool: start_tool(cmd, &path), path, _dir: dir }
+    }
+
+    /// A client whose first line, `line`, a server started for it answers; and that server's
+    /// pid.
+    fn first_client(&mut self, line: &str) -> (Conn, Pid) {
+        let mut client = Conn::connect(&self.path);
+        assert_eq!(client.ask(line), format!("{}\n", line.to_uppercase()));
+        let pid = self.next_launcher();
+        self.tool.wait_for_line(&format!("listening on {}", self.path.display()));
+        (client, pid)
     }
 
     /// The pid of the next server it starts, once it has started it.
     fn next_launcher(&mut self) -> Pid {
-        let line = self.0.wait_for(|line| line.starts_with("launcher "), "launcher PID");
+        let line = self.tool.wait_for(|line| line.starts_with("launcher "), "launcher PID");
         let pid = line.trim_start_matches("launcher ").parse().expect("a pid");
         Pid::from_raw(pid).expect("not 0")
     }
@@ -129,7 +146,7 @@ impl Manager {
 
 impl Drop for Manager {
     fn drop(&mut self) {
-        let _ = kill_process_group(self.0.pid(), Signal::KILL); // ok to fail: gone already
+        let _ = kill_process_group(self.tool.pid(), Signal::KILL); // ok to fail: gone already
     }
 }
 
@@ -140,26 +157,18 @@ fn after_sigterm_the_next_connection_starts_a_new_server() {
     if !have_activate() {
         return;
     }
-    let dir = temp_dir();
-    let path = dir.path().join("lesson12.sock");
-    let mut manager = Manager::start(&path);
-    let mut first = Conn::connect(&path);
-    assert_eq!(first.ask("first"), "FIRST\n");
-    let first_pid = manager.next_launcher();
-    manager.0.wait_for_line(&format!("listening on {}", path.display()));
+    let mut manager = Manager::start();
+    let (first, first_pid) = manager.first_client("first");
     drop(first);
     kill_process(first_pid, Signal::TERM).expect("SIGTERM the first server");
-    manager.0.wait_for_line("server exited with 0");
-    assert!(is_socket(&path), "the socket file is gone:\n{}", manager.0.output());
+    manager.tool.wait_for_line("server exited with 0");
+    assert!(is_socket(&manager.path), "the socket file is gone:\n{}", manager.tool.output());
     // The restarter waits for a connection; no server runs until one comes.
-    let second_pid = manager.next_launcher();
+    let (_second, second_pid) = manager.first_client("second");
     assert_ne!(first_pid, second_pid);
-    let mut second = Conn::connect(&path);
-    assert_eq!(second.ask("second"), "SECOND\n");
-    manager.0.wait_for_line(&format!("listening on {}", path.display()));
     let exe = fs::read_link(format!("/proc/{}/exe", second_pid.as_raw_nonzero()));
     assert_eq!(exe.expect("the second server runs").as_path(), server());
-    let output = manager.0.output();
+    let output = manager.tool.output();
     assert_eq!(output.matches("connection 1: accepted").count(), 2, "{output}");
 }
 
@@ -172,21 +181,18 @@ fn a_client_that_connects_during_shutdown_is_answered_by_the_next_server() {
     if !have_activate() {
         return;
     }
-    let dir = temp_dir();
-    let path = dir.path().join("lesson12.sock");
-    let mut manager = Manager::start(&path);
-    let mut in_flight = Conn::connect(&path);
-    assert_eq!(in_flight.ask("before"), "BEFORE\n");
-    let first_pid = manager.next_launcher();
+    let mut manager = Manager::start();
+    let (mut in_flight, first_pid) = manager.first_client("before");
     kill_process(first_pid, Signal::TERM).expect("SIGTERM the first server");
-    manager.0.wait_for_line("lesson12-server: SIGTERM: shutting down");
-    let mut queued = Conn::try_connect(&path).expect("connect while the server shuts down");
+    manager.tool.wait_for_line("lesson12-server: SIGTERM: shutting down");
+    let connected = Conn::try_connect(&manager.path);
+    let mut queued = connected.expect("connect while the server shuts down");
     queued.send(b"queued\n");
     // The first server still serves the client it had, and exits once it leaves.
     assert_eq!(in_flight.ask("during"), "DURING\n");
     in_flight.shutdown_write();
     assert!(in_flight.at_eof());
-    manager.0.wait_for_line("server exited with 0");
+    manager.tool.wait_for_line("server exited with 0");
     assert_eq!(queued.recv_line(), "QUEUED\n");
     assert_ne!(manager.next_launcher(), first_pid);
 }

@@ -27,13 +27,27 @@ fn have_activate() -> bool {
     have_tool("systemd-socket-activate", "apt-get install -y systemd")
 }
 
-/// `systemd-socket-activate ARGS... lesson12-server --grace-ms 500 SERVER_ARGS...`: the tool
-/// listens, and on the first connection (or datagram) execs the server in its own place, so
-/// the child's pid is the server's from then on.
+/// `systemd-socket-activate ARGS... lesson12-server SERVER_ARGS...` (with `--grace-ms 500`
+/// unless they set it): the tool listens, and on the first connection (or datagram) execs the
+/// server in its own place, so the child's pid is the server's from then on.
 fn activate(tool_args: &[&str], server_args: &[&str]) -> Command {
     let mut cmd = Command::new("systemd-socket-activate");
-    cmd.args(tool_args).arg(server()).args(["--grace-ms", "500"]).args(server_args);
+    cmd.args(tool_args).arg(server()).args(server_args);
+    if !server_args.contains(&"--grace-ms") {
+        cmd.args(["--grace-ms", "500"]);
+    }
     cmd
+}
+
+/// `activate` with `-l PATH` last among the tool's arguments, PATH in a temp dir of its own;
+/// returned once the tool listens.
+fn activate_in_temp_dir(tool_args: &[&str], server_args: &[&str]) -> (TempDir, PathBuf, Server) {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson12.sock");
+    let shown = path.to_string_lossy();
+    let listen = [tool_args, &["-l", &shown]].concat();
+    let tool = start_tool(activate(&listen, server_args), &path);
+    (dir, path, tool)
 }
 
 /// Start `cmd` and wait until the tool listens on `path` (it prints `Listening on PATH as 3.`).
@@ -55,9 +69,7 @@ fn the_first_connection_starts_the_server_and_sigterm_leaves_the_file() {
     if !have_activate() {
         return;
     }
-    let dir = temp_dir();
-    let path = dir.path().join("lesson12.sock");
-    let mut server = start_tool(activate(&["-l", &path.to_string_lossy()], &[]), &path);
+    let (_dir, path, mut server) = activate_in_temp_dir(&[], &[]);
     assert!(is_socket(&path));
     assert!(!server.output().contains("listening on"), "started too early:\n{}", server.output());
     let mut client = Conn::connect(&path);
@@ -78,11 +90,7 @@ fn a_second_signal_exits_1_and_leaves_the_file_too() {
     if !have_activate() {
         return;
     }
-    let dir = temp_dir();
-    let path = dir.path().join("lesson12.sock");
-    let mut cmd = Command::new("systemd-socket-activate");
-    cmd.arg("-l").arg(&path).arg(server()).args(["--grace-ms", "60000"]);
-    let mut server = start_tool(cmd, &path);
+    let (_dir, path, mut server) = activate_in_temp_dir(&[], &["--grace-ms", "60000"]);
     let mut client = Conn::connect(&path);
     assert_eq!(client.ask("hold on"), "HOLD ON\n");
     server.signal(Signal::TERM);
@@ -211,15 +219,14 @@ fn an_abstract_name_is_served_and_shown_with_an_at() {
     server.wait_for_line(&format!("listening on {at}"));
 }
 
-/// What the server says when fd 3 is not a listening Unix stream socket: exit 1, one line.
-fn refused_as(kind: &str) -> String {
-    format!("lesson12-server: take fd 3: it is {kind}, not a listening Unix stream socket")
-}
-
-/// Run a server that must refuse fd 3; its exit status and everything it printed.
-fn refusal(server: Server) -> (Option<i32>, String) {
+/// The server exits 1, and its last words (after the tool's, if any) are the one line that
+/// names what fd 3 is.
+fn assert_refused_as(server: Server, kind: &str) {
     let (status, output) = server.finish();
-    (status.code(), output)
+    assert_eq!(status.code(), Some(1), "{output}");
+    let line =
+        format!("lesson12-server: take fd 3: it is {kind}, not a listening Unix stream socket");
+    assert!(output.ends_with(&format!("{line}\n")), "{output}");
 }
 
 /// A `ListenDatagram=` socket (`-d`; the tool starts the server on the first datagram).
@@ -228,13 +235,9 @@ fn a_datagram_socket_at_fd_3_is_refused() {
     if !have_activate() {
         return;
     }
-    let dir = temp_dir();
-    let path = dir.path().join("lesson12.sock");
-    let server = start_tool(activate(&["-d", "-l", &path.to_string_lossy()], &[]), &path);
+    let (_dir, path, server) = activate_in_temp_dir(&["-d"], &[]);
     UnixDatagram::unbound().and_then(|s| s.send_to(b"hi\n", &path)).expect("send a datagram");
-    let (code, output) = refusal(server);
-    assert_eq!(code, Some(1), "{output}");
-    assert!(output.contains(&format!("{}\n", refused_as("a datagram socket"))), "{output}");
+    assert_refused_as(server, "a datagram socket");
 }
 
 /// A `ListenSequentialPacket=` socket (`--seqpacket`).
@@ -243,15 +246,11 @@ fn a_seqpacket_socket_at_fd_3_is_refused() {
     if !have_activate() {
         return;
     }
-    let dir = temp_dir();
-    let path = dir.path().join("lesson12.sock");
-    let server = start_tool(activate(&["--seqpacket", "-l", &path.to_string_lossy()], &[]), &path);
+    let (_dir, path, server) = activate_in_temp_dir(&["--seqpacket"], &[]);
     let client = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).expect("socket");
     let address = SocketAddrUnix::new(path.as_path()).expect("address");
     connect(&client, &address).expect("connect to the seqpacket socket");
-    let (code, output) = refusal(server);
-    assert_eq!(code, Some(1), "{output}");
-    assert!(output.contains(&format!("{}\n", refused_as("a seqpacket socket"))), "{output}");
+    assert_refused_as(server, "a seqpacket socket");
 }
 
 /// `sh -c 'LISTEN_PID=$$ LISTEN_FDS=1 exec SERVER' 3<...`: the shell's pid becomes the server's,
@@ -271,9 +270,7 @@ fn a_regular_file_at_fd_3_is_refused_and_left_untouched() {
     let file = dir.path().join("not-a-socket.txt");
     fs::write(&file, "keep me\n").expect("write the file");
     let server = Server::spawn_cmd(with_fd3(&format!("3<'{}'", file.display()), &[]), &file);
-    let (code, output) = refusal(server);
-    assert_eq!(code, Some(1), "{output}");
-    assert_eq!(output, format!("{}\n", refused_as("a regular file")));
+    assert_refused_as(server, "a regular file");
     assert_eq!(fs::read_to_string(&file).expect("read the file"), "keep me\n");
 }
 
@@ -282,12 +279,9 @@ fn a_regular_file_at_fd_3_is_refused_and_left_untouched() {
 fn not_a_socket_or_nothing_at_fd_3_is_refused() {
     let nowhere = Path::new("/dev/null");
     let server = Server::spawn_cmd(with_fd3("3</dev/null", &[]), nowhere);
-    let (code, output) = refusal(server);
-    assert_eq!(code, Some(1), "{output}");
-    assert_eq!(output, format!("{}\n", refused_as("not a socket")));
-    let server = Server::spawn_cmd(with_fd3("3<&-", &[]), nowhere);
-    let (code, output) = refusal(server);
-    assert_eq!(code, Some(1), "{output}");
+    assert_refused_as(server, "not a socket");
+    let (status, output) = Server::spawn_cmd(with_fd3("3<&-", &[]), nowhere).finish();
+    assert_eq!(status.code(), Some(1), "{output}");
     assert_eq!(output, "lesson12-server: take fd 3: LISTEN_FDS is set, but fd 3 is not open\n");
 }
 
@@ -317,9 +311,7 @@ fn a_tcp_listener_or_a_socket_that_is_not_listening_at_fd_3_is_refused() {
     {
         let mut cmd = Command::new("python3");
         cmd.args(["-c", PUT_AT_FD_3, which]).arg(server());
-        let (code, output) = refusal(Server::spawn_cmd(cmd, Path::new(which)));
-        assert_eq!(code, Some(1), "{which}: {output}");
-        assert_eq!(output, format!("{}\n", refused_as(kind)), "{which}");
+        assert_refused_as(Server::spawn_cmd(cmd, Path::new(which)), kind);
     }
 }
 
@@ -329,12 +321,10 @@ fn mode_or_group_with_an_activated_socket_is_a_usage_error() {
     if !have_activate() {
         return;
     }
-    let dir = temp_dir();
-    let path = dir.path().join("lesson12.sock");
-    let server = start_tool(activate(&["-l", &path.to_string_lossy()], &["--mode", "0660"]), &path);
+    let (_dir, path, server) = activate_in_temp_dir(&[], &["--mode", "0660"]);
     let _knock = UnixStream::connect(&path).expect("connect: starts the server");
-    let (code, output) = refusal(server);
-    assert_eq!(code, Some(2), "{output}");
+    let (status, output) = server.finish();
+    assert_eq!(status.code(), Some(2), "{output}");
     assert!(output.contains("the service manager made this socket, so no --mode"), "{output}");
 }
 

@@ -13,7 +13,6 @@
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -359,10 +358,11 @@ fn bound_address(listener: &UnixListener) -> anyhow::Result<Address> {
     if let Some(path) = address.as_pathname() {
         return Ok(Address::File(path.to_owned()));
     }
-    match address.as_abstract_name() {
-        Some(name) => Ok(Address::Abstract(name.to_vec())),
-        None => bail!("take fd 3: it is bound to no path and no name"),
+    #[cfg(target_os = "linux")]
+    if let Some(name) = std::os::linux::net::SocketAddrExt::as_abstract_name(&address) {
+        return Ok(Address::Abstract(name.to_vec()));
     }
+    bail!("take fd 3: it is bound to no path and no name")
 }
 // ANCHOR_END: bound_address
 

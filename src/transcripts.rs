@@ -92,6 +92,7 @@ const SESSIONS: &[(&str, &[Tool], Script)] = &[
     ("abstract", &[ROOT, SOCAT, PYTHON], abstract_name),
     ("framing", &[PYTHON], framing),
     ("passing-fds", &[ROOT, PYTHON], passing_fds),
+    ("socket-activation", &[ACTIVATE, PYTHON], socket_activation),
     ("inspecting", &[SS, LSOF], inspecting),
     ("errors/eaddrinuse", &[], eaddrinuse),
     ("errors/econnrefused", &[PYTHON], econnrefused),
@@ -415,6 +416,26 @@ fn passing_fds(s: &mut Session) -> anyhow::Result<()> {
     let other = s.start("server-2", strict, "listening on strict.sock")?;
     s.sh_failing(&format!("{NOBODY} lesson11-client strict.sock secret.txt"))?;
     s.wait_for(other, "refused uid 65534")
+/// lessons/12-socket-activation.md: the manager binds and waits; the first connection starts
+/// the server on fd 3; SIGTERM leaves the file; a fd 3 of the wrong kind is refused by name.
+fn socket_activation(s: &mut Session) -> anyhow::Result<()> {
+    let line = "systemd-socket-activate -l $PWD/app.sock lesson12-server";
+    let manager = s.start("manager", line, "app.sock as 3")?;
+    s.sh("ls -l app.sock")?;
+    s.sh("lesson12-client app.sock hello")?;
+    s.wait_for(manager, "connection 1: closed")?;
+    s.signal(manager, "TERM")?;
+    s.wait_exit(manager)?;
+    s.sh("ls -l app.sock")?;
+    // The tool's socket died with the server it became: systemd's would still be listening.
+    s.sh_failing("lesson12-client app.sock hello")?;
+    s.sh("echo 'my notes' > notes.txt")?;
+    s.sh_failing("bash -c 'LISTEN_PID=$$ LISTEN_FDS=1 exec lesson12-server' 3<notes.txt")?;
+    let line = "systemd-socket-activate --datagram -l $PWD/dgram.sock lesson12-server";
+    let datagram = s.start("manager-2", line, "dgram.sock as 3")?;
+    s.sh("python3 -c 'import socket; \
+         socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b\"hi\", \"dgram.sock\")'")?;
+    s.wait_exit(datagram).map(drop)
 }
 
 /// background/inspecting.md: a socket file and an abstract name, as ls, stat, ss, lsof and
@@ -795,6 +816,11 @@ const SS: Tool = Tool { probe: "ss -V", install: "sudo apt-get install iproute2"
 const LSOF: Tool = Tool { probe: "lsof -v", install: "sudo apt-get install lsof" };
 const SOCAT: Tool = Tool { probe: "socat -V", install: "sudo apt-get install socat" };
 const PYTHON: Tool = Tool { probe: "python3 -c ''", install: "sudo apt-get install python3" };
+const ACTIVATE: Tool = Tool {
+    // Debian's systemd package has it; systemd itself need not be running.
+    probe: "systemd-socket-activate --version",
+    install: "sudo apt-get install systemd",
+};
 
 impl Tool {
     /// Why the tool cannot run here, or `None` if it can.

@@ -416,6 +416,8 @@ fn passing_fds(s: &mut Session) -> anyhow::Result<()> {
     let other = s.start("server-2", strict, "listening on strict.sock")?;
     s.sh_failing(&format!("{NOBODY} lesson11-client strict.sock secret.txt"))?;
     s.wait_for(other, "refused uid 65534")
+}
+
 /// lessons/12-socket-activation.md: the manager binds and waits; the first connection starts
 /// the server on fd 3; SIGTERM leaves the file; a fd 3 of the wrong kind is refused by name.
 fn socket_activation(s: &mut Session) -> anyhow::Result<()> {

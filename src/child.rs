@@ -86,7 +86,7 @@ pub enum Event {
 }
 
 impl Child {
-    pub fn spawn(program: &Path, args: &[&OsStr]) -> anyhow::Result<Self> {
+    pub fn spawn(program: &Path, args: &[impl AsRef<OsStr>]) -> anyhow::Result<Self> {
         let mut command = Command::new(program);
         command.args(args);
         Self::start(command)

@@ -85,6 +85,17 @@ impl Lesson {
         Ok(self.manifest_value("line-protocol")?.as_deref() != Some("false"))
     }
 
+    /// The file `lesson N` hands this lesson's server in a `--dir` and has its client ask for,
+    /// instead of sending sample messages: `sample-file = "NAME"` under
+    /// `[package.metadata.course]` (lesson 11, whose server hands out open files).
+    pub fn sample_file(&self) -> anyhow::Result<Option<String>> {
+        let Some(value) = self.manifest_value("sample-file")? else { return Ok(None) };
+        let name = value.strip_prefix('"').and_then(|value| value.strip_suffix('"'));
+        let manifest = self.dir.join("Cargo.toml");
+        let name = name.with_context(|| format!("read {}: sample-file", manifest.display()))?;
+        Ok(Some(name.to_owned()))
+    }
+
     /// The value of the first `key = value` line of the lesson's Cargo.toml, trimmed. Parsed by
     /// hand: a TOML parser would be the runner's biggest dependency, and every lesson writes
     /// these lines the same way (a plain string or number, no escapes).

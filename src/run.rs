@@ -1,11 +1,13 @@
 //! `lesson N`: build lesson N, start its server on a private temp path, run its client with
-//! sample messages, print the client's block then the server's, and leave nothing behind.
+//! sample messages (or ask for a file holding them, from a lesson that hands out files), print
+//! the client's block then the server's, and leave nothing behind.
 //!
 //! "Nothing behind" holds on every path because cleanup lives in `Drop`: a [`Child`] guard stops
 //! and reaps its process, and the `TempDir` (declared before the children, so dropped after
 //! them) removes the socket file that lessons 01 and 02 leave.
 
-use std::ffi::OsStr;
+use std::ffi::OsString;
+use std::fs;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -46,7 +48,23 @@ pub fn show(
         tempfile::Builder::new().prefix("uds-course-").tempdir().context("create a temp dir")?;
     let socket = dir.path().join(format!("{}.sock", lesson.package()));
 
-    let mut server = Child::spawn(&server_bin, &[socket.as_os_str()])?;
+    let mut server_args = vec![socket.as_os_str().to_owned()];
+    let mut client_args = server_args.clone();
+    match lesson.sample_file()? {
+        // A server that hands out files (lesson 11): a directory with one holding the sample
+        // messages, and a client that asks for it by name.
+        Some(name) => {
+            let files = dir.path().join("files");
+            fs::create_dir(&files).with_context(|| format!("create {}", files.display()))?;
+            let sample = files.join(&name);
+            fs::write(&sample, MESSAGES.map(|line| format!("{line}\n")).concat())
+                .with_context(|| format!("write {}", sample.display()))?;
+            server_args.extend(["--dir".into(), files.into_os_string()]);
+            client_args.push(name.into());
+        }
+        None => client_args.extend(MESSAGES.map(OsString::from)),
+    }
+    let mut server = Child::spawn(&server_bin, &server_args)?;
     let ready = format!("listening on {}", socket.display());
     match server.wait_for_line(&ready, Instant::now() + STEP_TIMEOUT, interrupted)? {
         Event::Line => {}
@@ -61,9 +79,7 @@ pub fn show(
         }
     }
 
-    let mut args = vec![socket.as_os_str()];
-    args.extend(MESSAGES.map(OsStr::new));
-    let mut client = Child::spawn(&client_bin, &args)?;
+    let mut client = Child::spawn(&client_bin, &client_args)?;
     let client_status = client.finish(STEP_TIMEOUT, interrupted);
     bail_if_interrupted(interrupted)?;
     // Stop the server even when the client failed: its block usually says why.

@@ -91,6 +91,8 @@ const SESSIONS: &[(&str, &[Tool], Script)] = &[
     ("deadlines", &[PYTHON], deadlines),
     ("abstract", &[ROOT, SOCAT, PYTHON], abstract_name),
     ("framing", &[PYTHON], framing),
+    ("passing-fds", &[ROOT, PYTHON], passing_fds),
+    ("socket-activation", &[ACTIVATE, PYTHON], socket_activation),
     ("async", &[PYTHON], tasks_not_threads),
     ("inspecting", &[SS, LSOF], inspecting),
     ("errors/eaddrinuse", &[], eaddrinuse),
@@ -410,6 +412,55 @@ fn abstract_name(s: &mut Session) -> anyhow::Result<()> {
     let again = s.start("server-2", "lesson06-server @lesson06", "listening on @lesson06")?;
     s.sh("lesson06-client @lesson06 'hello again'")?;
     s.wait_for(again, "connection 1: closed")
+}
+
+/// lessons/11-passing-fds.md: `nobody` reads root's file through the descriptor where `cat`
+/// cannot open it; names and links refused; a uid not allowed; Python's `recv_fds`; out of
+/// descriptors.
+fn passing_fds(s: &mut Session) -> anyhow::Result<()> {
+    s.share("lesson11-client")?;
+    s.sh("mkdir -m 755 files")?;
+    s.sh("echo 'for root only' > files/secret.txt && chmod 600 files/secret.txt")?;
+    s.sh("ls -l files/secret.txt")?;
+    let allowed = "lesson11-server app.sock --dir files --mode 0666 --allow-uid 65534";
+    let server = s.start("server", allowed, "listening on app.sock")?;
+    s.sh("lesson11-client app.sock secret.txt")?;
+    s.sh_failing(&format!("{NOBODY} cat files/secret.txt"))?;
+    s.sh(&format!("{NOBODY} lesson11-client app.sock secret.txt"))?;
+    s.sh_failing("lesson11-client app.sock ../etc/passwd")?;
+    s.sh("ln -s /etc/passwd files/passwd")?;
+    s.sh_failing("lesson11-client app.sock passwd")?;
+    s.sh(
+        r#"python3 -c "import os, socket; s = socket.socket(socket.AF_UNIX); s.connect('app.sock'); s.sendall(b'secret.txt\n'); msg, fds, flags, _ = socket.recv_fds(s, 4096, 1); print(msg, len(fds)); print(os.read(fds[0], 100))""#,
+    )?;
+    s.sh_failing("(ulimit -n 4; lesson11-client app.sock secret.txt)")?;
+    s.wait_for(server, "connection 6: sent secret.txt")?;
+    let strict = "lesson11-server strict.sock --dir files --mode 0666";
+    let other = s.start("server-2", strict, "listening on strict.sock")?;
+    s.sh_failing(&format!("{NOBODY} lesson11-client strict.sock secret.txt"))?;
+    s.wait_for(other, "refused uid 65534")
+}
+
+/// lessons/12-socket-activation.md: the manager binds and waits; the first connection starts
+/// the server on fd 3; SIGTERM leaves the file; a fd 3 of the wrong kind is refused by name.
+fn socket_activation(s: &mut Session) -> anyhow::Result<()> {
+    let line = "systemd-socket-activate -l $PWD/app.sock lesson12-server";
+    let manager = s.start("manager", line, "app.sock as 3")?;
+    s.sh("ls -l app.sock")?;
+    s.sh("lesson12-client app.sock hello")?;
+    s.wait_for(manager, "connection 1: closed")?;
+    s.signal(manager, "TERM")?;
+    s.wait_exit(manager)?;
+    s.sh("ls -l app.sock")?;
+    // The tool's socket died with the server it became: systemd's would still be listening.
+    s.sh_failing("lesson12-client app.sock hello")?;
+    s.sh("echo 'my notes' > notes.txt")?;
+    s.sh_failing("bash -c 'LISTEN_PID=$$ LISTEN_FDS=1 exec lesson12-server' 3<notes.txt")?;
+    let line = "systemd-socket-activate --datagram -l $PWD/dgram.sock lesson12-server";
+    let datagram = s.start("manager-2", line, "dgram.sock as 3")?;
+    s.sh("python3 -c 'import socket; \
+         socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b\"hi\", \"dgram.sock\")'")?;
+    s.wait_exit(datagram).map(drop)
 }
 
 /// background/inspecting.md: a socket file and an abstract name, as ls, stat, ss, lsof and
@@ -790,6 +841,11 @@ const SS: Tool = Tool { probe: "ss -V", install: "sudo apt-get install iproute2"
 const LSOF: Tool = Tool { probe: "lsof -v", install: "sudo apt-get install lsof" };
 const SOCAT: Tool = Tool { probe: "socat -V", install: "sudo apt-get install socat" };
 const PYTHON: Tool = Tool { probe: "python3 -c ''", install: "sudo apt-get install python3" };
+const ACTIVATE: Tool = Tool {
+    // Debian's systemd package has it; systemd itself need not be running.
+    probe: "systemd-socket-activate --version",
+    install: "sudo apt-get install systemd",
+};
 
 impl Tool {
     /// Why the tool cannot run here, or `None` if it can.

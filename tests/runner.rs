@@ -225,6 +225,23 @@ fn lesson_prints_the_client_block_then_the_server_block_and_leaves_nothing_behin
     scratch.assert_nothing_left();
 }
 
+/// Lesson 11 names a `sample-file` in its Cargo.toml (its server hands out open files):
+/// `lesson 11` gives the server a `--dir` holding that file, filled with the sample messages,
+/// and the client asks for it by name and prints it; nothing is left behind.
+#[test]
+fn lesson_with_a_sample_file_hands_it_out_from_a_temp_dir_and_leaves_nothing_behind() {
+    let scratch = Scratch::new("tmp");
+    let output = scratch.run(&["lesson", "11"]);
+    let stdout = stdout_of(&output);
+    output.assert().success();
+    assert!(stdout.starts_with("$ lesson11-client "), "{stdout}");
+    let printed = " hello.txt\nhello\nunix domain sockets\n\n$ lesson11-server ";
+    assert!(stdout.contains(printed), "{stdout}");
+    assert!(stdout.contains("/files\nlistening on "), "no --dir on the server's line:\n{stdout}");
+    assert!(stdout.contains("lesson11-server: connection 1: sent hello.txt\n"), "{stdout}");
+    scratch.assert_nothing_left();
+}
+
 /// `lesson 01` means lesson 1, the way `list` writes it.
 #[test]
 fn lesson_number_may_be_written_with_a_leading_zero() {

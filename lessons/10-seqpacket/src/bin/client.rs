@@ -17,7 +17,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use lesson10::{SOCKET_NAME, default_socket_dir};
 use rustix::net::{
-    AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType, connect, recv, send, socket,
+    AddressFamily, RecvFlags, SendFlags, Shutdown, SocketAddrUnix, SocketType, connect, recv, send,
+    shutdown, socket,
 };
 
 /// Send packets to a lesson10-server and print its replies.
@@ -70,8 +71,13 @@ fn run() -> anyhow::Result<ExitCode> {
             line.clear();
         }
     }
+    // As lesson 01's client: half-close, then wait for the server's EOF. Once we exit, the
+    // server is done with this connection (a script may stop it the moment we exit).
+    let shown = path.display();
+    shutdown(&client.conn, Shutdown::Write).with_context(|| format!("shutdown {shown}"))?;
+    recv(&client.conn, &mut [0; 1], RecvFlags::empty()).with_context(|| format!("recv {shown}"))?;
     Ok(ExitCode::SUCCESS)
-} // dropping the connection closes it: the server reads EOF
+}
 
 /// The connection, and the path to name in errors.
 struct Client<'a> {

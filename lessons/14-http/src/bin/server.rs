@@ -36,6 +36,7 @@ use lesson14::{
     Address, SOCKET_NAME, connect_within, default_socket_dir, linux_only, parse_timeout_ms,
 };
 use rustix::process::{Gid, getuid};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixSocket, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -452,12 +453,10 @@ impl Allowed {
 // ANCHOR_END: allowed
 
 // ANCHOR: pool
-/// Past `--max-connections`: a 503 with `error: busy`, and close. Unlike a refused uid's 403
-/// it goes out at once, before the client's request (HTTP lets a server answer early): the
-/// acceptor must never wait on a client, and the one thing a flood of refused clients may cost
-/// us is this write. A fresh socket's buffer is empty, so it goes out without blocking.
-/// Through std: tokio's `try_write` would say WouldBlock until the runtime had polled the
-/// new socket once, and write nothing.
+/// Past `--max-connections`: a 503 with `error: busy`, at once, before the client has sent its
+/// request (HTTP lets a server answer early), then close. On a task of its own: the acceptor
+/// must never wait on a client. (A refused uid's 403 waits for the request instead: it is
+/// answered by hyper, in `answer`.)
 fn busy(stream: UnixStream) {
     let body = "error: busy, try again later\n";
     let response = format!(
@@ -465,11 +464,32 @@ fn busy(stream: UnixStream) {
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    if let Ok(stream) = stream.into_std() {
-        let _ = (&stream).write_all(response.as_bytes()); // ok to fail: it is gone
-    }
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = refuse(&mut stream, &response).await; // ok to fail: the client is gone
+    });
 }
 // ANCHOR_END: pool
+
+// ANCHOR: refuse
+/// Send `response` and end the connection cleanly: shut down our side (the client reads the
+/// response, then EOF), then read and discard what it still sends, for up to a second.
+/// Closing at once would cut the client short: an HTTP client writes its request before it
+/// reads, and one that finds the connection closed stops at EPIPE ("Send failure: Broken
+/// pipe", says curl) without reading our response.
+async fn refuse(stream: &mut UnixStream, response: &str) -> anyhow::Result<()> {
+    // One `write` for the whole response, so a client that reads once gets all of it.
+    stream.write_all(response.as_bytes()).await.context("write")?;
+    stream.shutdown().await.context("shutdown")?;
+    let mut discard = [0; 4096];
+    let drain = async {
+        // EOF, or the client is gone: done.
+        while let Ok(1..) = stream.read(&mut discard).await {}
+    };
+    let _ = timeout(Duration::from_secs(1), drain).await; // or the second is up
+    Ok(())
+}
+// ANCHOR_END: refuse
 
 // ANCHOR: serve
 /// One client's connection, as a task of its own: whatever goes wrong ends only this

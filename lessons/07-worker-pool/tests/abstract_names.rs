@@ -9,19 +9,21 @@ use std::io::ErrorKind;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use assert_cmd::cargo::cargo_bin;
 use rustix::process::Signal;
 use uds_test_support::{
     Conn, DEADLINE, Server, abstract_name, as_nobody, have_tool, listed_abstract_names,
     runnable_by_nobody, temp_dir, wait_until,
 };
 
+mod under_test;
+use under_test::{CLIENT, SERVER};
+
 fn server() -> &'static Path {
-    cargo_bin!("lesson07-server")
+    under_test::server()
 }
 
 fn client() -> &'static Path {
-    cargo_bin!("lesson07-client")
+    under_test::client()
 }
 
 /// Start the server on `@name`, in `cwd`, with `args` after the name.
@@ -151,10 +153,7 @@ fn a_second_server_on_the_name_fails_clearly_and_the_first_keeps_serving() {
     let out = run(Command::new(server()).arg(format!("@{name}")));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(
-        stderr,
-        format!("lesson07-server: bind @{name}: Address already in use (os error 98)\n")
-    );
+    assert_eq!(stderr, format!("{SERVER}: bind @{name}: Address already in use (os error 98)\n"));
     let mut conn = Conn::try_connect_abstract(&name).expect("the first server still listens");
     assert_eq!(conn.ask("still here"), "STILL HERE\n");
 }
@@ -176,7 +175,7 @@ fn the_client_connects_to_a_name_and_a_free_name_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        format!("lesson07-client: connect {free}: Connection refused (os error 111)\n")
+        format!("{CLIENT}: connect {free}: Connection refused (os error 111)\n")
     );
 }
 
@@ -217,7 +216,7 @@ fn a_name_too_long_for_sun_path_is_refused_before_bind() {
     let out = run(Command::new(server()).arg(format!("@{name}")));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.starts_with(&format!("lesson07-server: bind @{name}: ")), "{stderr}");
+    assert!(stderr.starts_with(&format!("{SERVER}: bind @{name}: ")), "{stderr}");
     assert!(stderr.contains("shorter than SUN_LEN"), "{stderr}");
 }
 

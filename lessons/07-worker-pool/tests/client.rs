@@ -8,17 +8,19 @@ use std::path::Path;
 use std::sync::mpsc;
 
 use assert_cmd::Command;
-use assert_cmd::cargo::cargo_bin;
 use uds_test_support::{
     DEADLINE, Server, fake_server, run_with_stdout_closed, start_in_temp_dir, temp_dir,
 };
 
+mod under_test;
+use under_test::{CLIENT, SOCKET_NAME};
+
 fn server() -> &'static Path {
-    cargo_bin!("lesson07-server")
+    under_test::server()
 }
 
 fn client() -> Command {
-    let mut cmd = Command::new(cargo_bin!("lesson07-client"));
+    let mut cmd = Command::new(under_test::client());
     cmd.timeout(DEADLINE);
     cmd
 }
@@ -71,7 +73,7 @@ fn each_reply_is_printed_as_it_arrives() {
         lines.next().expect("line two").expect("read");
         (&conn).write_all(b"TWO\n").expect("write");
     });
-    let mut cmd = std::process::Command::new(cargo_bin!("lesson07-client"));
+    let mut cmd = std::process::Command::new(under_test::client());
     cmd.arg(&path).args(["one", "two"]);
     // A client, watched like a server: each line it prints arrives on a channel.
     let mut running = Server::spawn_cmd(cmd, &path);
@@ -87,7 +89,7 @@ fn each_reply_is_printed_as_it_arrives() {
 #[test]
 fn the_client_uses_the_default_path_when_given_none() {
     let dir = temp_dir();
-    let path = dir.path().join("uds-course/lesson07.sock");
+    let path = dir.path().join(format!("uds-course/{SOCKET_NAME}"));
     let mut cmd = std::process::Command::new(server());
     cmd.env("XDG_RUNTIME_DIR", dir.path());
     let _server = Server::start_cmd(cmd, &path);
@@ -100,7 +102,7 @@ fn nothing_at_the_path_is_a_clear_error() {
     let dir = temp_dir();
     let path = dir.path().join("lesson07.sock");
     client().arg(&path).arg("hi").assert().code(1).stdout("").stderr(format!(
-        "lesson07-client: connect {}: No such file or directory (os error 2)\n",
+        "{CLIENT}: connect {}: No such file or directory (os error 2)\n",
         path.display()
     ));
 }
@@ -112,7 +114,7 @@ fn a_stale_socket_file_is_connection_refused() {
     let path = dir.path().join("lesson07.sock");
     drop(UnixListener::bind(&path).expect("bind")); // closing a listener leaves its file
     client().arg(&path).arg("hi").assert().code(1).stderr(format!(
-        "lesson07-client: connect {}: Connection refused (os error 111)\n",
+        "{CLIENT}: connect {}: Connection refused (os error 111)\n",
         path.display()
     ));
 }
@@ -124,7 +126,7 @@ fn a_path_of_108_bytes_is_a_clear_error() {
     let base = dir.path().as_os_str().len() + 1;
     let path = dir.path().join("s".repeat(108 - base));
     client().arg(&path).arg("hi").assert().code(1).stderr(format!(
-        "lesson07-client: connect {}: path must be shorter than SUN_LEN\n",
+        "{CLIENT}: connect {}: path must be shorter than SUN_LEN\n",
         path.display()
     ));
 }
@@ -174,7 +176,7 @@ fn fewer_replies_than_lines_sent_exits_1() {
     });
     client().arg(&path).args(["one", "two", "three"]).assert().code(1).stdout("ONE\n").stderr(
         format!(
-            "lesson07-client: read {}: the server closed the connection after 1 of 3 replies\n",
+            "{CLIENT}: read {}: the server closed the connection after 1 of 3 replies\n",
             path.display()
         ),
     );
@@ -190,7 +192,7 @@ fn a_reply_cut_off_mid_line_exits_1() {
         conn.write_all(b"ONE\nTW").expect("write");
     });
     client().arg(&path).args(["one", "two"]).assert().code(1).stdout("ONE\n").stderr(format!(
-        "lesson07-client: read {}: the server closed the connection mid-reply\n",
+        "{CLIENT}: read {}: the server closed the connection mid-reply\n",
         path.display()
     ));
     fake.join().expect("fake server");
@@ -201,18 +203,18 @@ fn a_reply_cut_off_mid_line_exits_1() {
 #[test]
 fn a_closed_stdout_stops_the_client_with_a_clear_error() {
     let (_dir, path, _server) = start_in_temp_dir(server(), "lesson07.sock");
-    let mut cmd = std::process::Command::new(cargo_bin!("lesson07-client"));
+    let mut cmd = std::process::Command::new(under_test::client());
     cmd.arg(&path);
     // Far more than the socket buffers hold: the client has to stop, not wait.
     let input = b"a line nobody reads\n".repeat(200_000);
     let (status, stderr) = run_with_stdout_closed(cmd, input);
     assert_eq!(status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr, "lesson07-client: write stdout: Broken pipe (os error 32)\n");
+    assert_eq!(stderr, format!("{CLIENT}: write stdout: Broken pipe (os error 32)\n"));
 }
 
 /// The client started with its stdin open and nothing typed yet, as at a terminal.
 fn client_at_a_terminal(path: &Path) -> uds_test_support::ChildGuard {
-    let child = std::process::Command::new(cargo_bin!("lesson07-client"))
+    let child = std::process::Command::new(under_test::client())
         .arg(path)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -259,7 +261,7 @@ fn the_client_exits_when_the_server_closes_first_without_a_word() {
     let mut stderr = String::new();
     child.0.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
     let expected = format!(
-        "lesson07-client: read {}: the server closed the connection before the input ended\n",
+        "{CLIENT}: read {}: the server closed the connection before the input ended\n",
         path.display()
     );
     assert_eq!((status.code(), stderr), (Some(1), expected));

@@ -15,19 +15,21 @@ use std::sync::mpsc;
 use std::thread::{self};
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::cargo_bin;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use rustix::process::Pid;
 use uds_test_support::{ChildGuard, Conn, DEADLINE, Server, exchange, fake_server, temp_dir};
 
+mod under_test;
+use under_test::{CLIENT, SERVER};
+
 fn server() -> &'static Path {
-    cargo_bin!("lesson07-server")
+    under_test::server()
 }
 
 fn client() -> &'static Path {
-    cargo_bin!("lesson07-client")
+    under_test::client()
 }
 
 /// How much later than its timeout something may happen on a loaded 2-core CI machine and
@@ -159,7 +161,7 @@ fn an_idle_client_is_answered_an_error_and_closed_at_the_idle_timeout() {
     assert_near("the error line came", started.elapsed(), Duration::from_millis(300));
     assert_eq!(reply, "error: no complete line in 300 ms\n");
     assert!(read_to_eof(&idle).is_empty(), "more after the error line");
-    server.wait_for_line("lesson07-server: connection 1: no complete line in 300 ms; closed");
+    server.wait_for_line(&format!("{SERVER}: connection 1: no complete line in 300 ms; closed"));
     assert_eq!(exchange(&path, b"still serving\n"), b"STILL SERVING\n");
 }
 
@@ -178,7 +180,7 @@ fn a_client_that_keeps_sending_lines_is_never_idle() {
     assert!(started.elapsed() > Duration::from_millis(1000), "the test ran too fast to prove it");
     busy.shutdown_write();
     assert!(busy.at_eof());
-    server.wait_for_line("lesson07-server: connection 1: closed, lines answered: 12");
+    server.wait_for_line(&format!("{SERVER}: connection 1: closed, lines answered: 12"));
 }
 
 /// The deadline belongs to the line, not to each `read`: a client that trickles one byte
@@ -221,7 +223,7 @@ fn a_line_longer_than_max_line_is_answered_an_error_and_cut_off() {
     let reply = exchange(&path, input.as_bytes());
     let expected = format!("{}\nerror: line longer than 16 bytes\n", "A".repeat(16));
     assert_eq!(String::from_utf8_lossy(&reply), expected);
-    server.wait_for_line("lesson07-server: connection 1: line longer than 16 bytes; closed");
+    server.wait_for_line(&format!("{SERVER}: connection 1: line longer than 16 bytes; closed"));
     assert_eq!(exchange(&path, b"next\n"), b"NEXT\n");
 }
 
@@ -324,7 +326,7 @@ fn a_client_that_never_reads_is_cut_off_by_the_write_timeout() {
         assert!(written < 256 << 20, "wrote {written} bytes without the buffers filling");
     }
     assert_eq!(exchange(&path, b"not stuck\n"), b"NOT STUCK\n");
-    server.wait_for_line("lesson07-server: connection 1: write: timed out");
+    server.wait_for_line(&format!("{SERVER}: connection 1: write: timed out"));
     assert_eq!(exchange(&path, b"after\n"), b"AFTER\n");
     drop(greedy);
 }
@@ -356,7 +358,7 @@ fn a_client_that_reads_too_slowly_is_cut_off_at_the_idle_timeout() {
         }
     });
     assert_eq!(exchange(&path, b"meanwhile\n"), b"MEANWHILE\n");
-    server.wait_for_line("lesson07-server: connection 1: write: timed out");
+    server.wait_for_line(&format!("{SERVER}: connection 1: write: timed out"));
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_millis(300) + SLACK, "cut off after {elapsed:?}");
     drop(stop);
@@ -405,7 +407,7 @@ fn the_probe_gives_up_on_a_server_that_does_not_accept_and_leaves_its_file() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         format!(
-            "lesson07-server: probe {}: is in use by a running server (it did not accept within \
+            "{SERVER}: probe {}: is in use by a running server (it did not accept within \
              1000 ms)\n",
             path.display()
         )
@@ -450,7 +452,7 @@ fn a_client_facing_a_full_backlog_exits_1_connect_timed_out() {
     assert_eq!(out.stdout, b"");
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        format!("lesson07-client: connect {}: timed out\n", path.display())
+        format!("{CLIENT}: connect {}: timed out\n", path.display())
     );
 }
 
@@ -468,7 +470,7 @@ fn a_client_facing_a_server_that_never_answers_exits_1_read_timed_out() {
     let (out, elapsed) = run_client(&path, &["--timeout-ms", "300", "hello"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        format!("lesson07-client: read {}: timed out\n", path.display())
+        format!("{CLIENT}: read {}: timed out\n", path.display())
     );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(out.stdout, b"");
@@ -501,8 +503,8 @@ fn a_client_facing_a_server_that_never_reads_gives_up() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let shown = path.display();
     assert!(
-        stderr == format!("lesson07-client: write {shown}: timed out\n")
-            || stderr == format!("lesson07-client: read {shown}: timed out\n"),
+        stderr == format!("{CLIENT}: write {shown}: timed out\n")
+            || stderr == format!("{CLIENT}: read {shown}: timed out\n"),
         "{stderr}"
     );
     // The write times out, then the wait for the replies the server owes.
@@ -569,7 +571,7 @@ fn an_interactive_client_exits_at_once_when_the_server_closes_without_a_word() {
     assert_eq!(
         stderr_of(&mut child),
         format!(
-            "lesson07-client: read {}: the server closed the connection before the input ended\n",
+            "{CLIENT}: read {}: the server closed the connection before the input ended\n",
             path.display()
         )
     );

@@ -10,15 +10,17 @@ use std::thread;
 use std::time::Duration;
 
 use assert_cmd::Command;
-use assert_cmd::cargo::cargo_bin;
 use rustix::process::Signal;
 mod common;
 
 use common::{AT_ONCE, a_second_signal_exits_1_at_once, an_in_flight_connection_completes_after};
 use uds_test_support::{Conn, DEADLINE, Server, exchange, run_with_stdout_closed, temp_dir};
 
+mod under_test;
+use under_test::SERVER;
+
 fn server() -> &'static Path {
-    cargo_bin!("lesson07-server")
+    under_test::server()
 }
 
 /// Start the server with a grace period of `grace_ms`.
@@ -147,7 +149,7 @@ fn a_client_still_queued_at_the_signal_is_not_served_and_not_kept_waiting() {
     let mut queued = UnixStream::connect(&path).expect("connect: queued by the kernel");
     server.wait_for_line_containing("accept: Too many open files");
     server.signal(Signal::TERM);
-    server.wait_for_line("lesson07-server: SIGTERM: shutting down");
+    server.wait_for_line(&format!("{SERVER}: SIGTERM: shutting down"));
     // The grace period is a minute and the in-flight client is still open; the queued client
     // must hear within seconds that it will not be served.
     queued.set_read_timeout(Some(AT_ONCE)).expect("set a read timeout");
@@ -172,6 +174,6 @@ fn the_guard_removes_the_file_when_the_server_fails_after_bind() {
     cmd.arg(&path);
     let (status, stderr) = run_with_stdout_closed(cmd, Vec::new());
     assert_eq!(status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr, "lesson07-server: write stdout: Broken pipe (os error 32)\n");
+    assert_eq!(stderr, format!("{SERVER}: write stdout: Broken pipe (os error 32)\n"));
     assert!(!path.exists(), "the guard left the socket file behind");
 }

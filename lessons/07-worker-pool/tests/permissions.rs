@@ -10,19 +10,21 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use assert_cmd::cargo::cargo_bin;
 use tempfile::TempDir;
 use uds_test_support::{
     ChildGuard, DEADLINE, Server, as_nobody, exchange, have_tool, is_root, runnable_by_nobody,
     temp_dir,
 };
 
+mod under_test;
+use under_test::{CLIENT, ON_TOKIO, SERVER, SOCKET_NAME};
+
 fn server() -> &'static Path {
-    cargo_bin!("lesson07-server")
+    under_test::server()
 }
 
 fn client() -> &'static Path {
-    cargo_bin!("lesson07-client")
+    under_test::client()
 }
 
 /// The permission bits of `path`, without the file type.
@@ -68,7 +70,7 @@ fn default_dir_owned_by_nobody() -> (TempDir, PathBuf, u32) {
 #[test]
 fn the_default_dir_is_0700_and_the_socket_file_0600() {
     let runtime = temp_dir();
-    let path = runtime.path().join("uds-course/lesson07.sock");
+    let path = runtime.path().join(format!("uds-course/{SOCKET_NAME}"));
     let mut cmd = Command::new(server());
     cmd.env("XDG_RUNTIME_DIR", runtime.path());
     let _server = Server::start_cmd(cmd, &path);
@@ -90,11 +92,11 @@ fn a_default_dir_open_to_others_is_refused() {
         .assert()
         .code(1)
         .stderr(format!(
-            "lesson07-server: check {d}: mode 0755 lets other users in; `chmod 700 {d}` if that \
+            "{SERVER}: check {d}: mode 0755 lets other users in; `chmod 700 {d}` if that \
              is safe\n",
             d = dir.display()
         ));
-    assert!(!dir.join("lesson07.sock").exists());
+    assert!(!dir.join(SOCKET_NAME).exists());
 }
 
 /// An existing default directory owned by someone else is refused (root only: chown).
@@ -110,7 +112,7 @@ fn a_default_dir_owned_by_another_user_is_refused() {
         .assert()
         .code(1)
         .stderr(format!(
-            "lesson07-server: check {}: owned by uid {nobody}, not by us (uid 0)\n",
+            "{SERVER}: check {}: owned by uid {nobody}, not by us (uid 0)\n",
             dir.display()
         ));
 }
@@ -132,11 +134,14 @@ fn mode_sets_the_socket_files_mode() {
         .stderr(predicates::str::contains("`0999` is not a file mode in octal"));
 }
 
-/// The mode is set race-free: the umask is set before `bind`, and nothing chmods the socket
-/// afterwards. A chmod after `bind` (the common tutorial pattern) leaves a window in which
-/// anyone can connect; this test catches it in the system calls, where timing cannot hide it.
+/// The mode is set race-free, before anyone can connect; this test catches a window in the
+/// system calls, where timing cannot hide it. Lesson 07 sets the umask before `bind` (std's
+/// `bind` also listens), and nothing chmods the socket afterwards: a chmod after `bind` (the
+/// common tutorial pattern) leaves a window in which anyone can connect. On tokio (lesson 13)
+/// the socket is bound, chmod-ed, and only then listens — and the umask, per process and so
+/// unsafe once the runtime's threads run, is never touched.
 #[test]
-fn the_mode_comes_from_the_umask_before_bind_never_from_a_chmod() {
+fn the_mode_is_final_before_anyone_can_connect() {
     if !have_tool("strace", "apt-get install -y strace") {
         return;
     }
@@ -144,7 +149,7 @@ fn the_mode_comes_from_the_umask_before_bind_never_from_a_chmod() {
     let path = dir.path().join("lesson07.sock");
     let trace = dir.path().join("trace.txt");
     let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-e", "trace=umask,bind,chmod,fchmod,fchmodat", "-o"])
+    cmd.args(["-f", "-e", "trace=umask,bind,listen,chmod,fchmod,fchmodat", "-o"])
         .arg(&trace)
         .arg(server())
         .arg(&path);
@@ -161,8 +166,19 @@ fn the_mode_comes_from_the_umask_before_bind_never_from_a_chmod() {
         .filter(|call| !call.starts_with("+++") && !call.starts_with("---"))
         .collect();
     let position = |prefix: &str| calls.iter().position(|call| call.starts_with(prefix));
-    let umask = position("umask(0177)").unwrap_or_else(|| panic!("no umask(0177):\n{trace}"));
     let bind = position("bind(").unwrap_or_else(|| panic!("no bind:\n{trace}"));
+    if ON_TOKIO {
+        let listen = position("listen(").unwrap_or_else(|| panic!("no listen:\n{trace}"));
+        let chmod = position("chmod(").unwrap_or_else(|| panic!("no chmod:\n{trace}"));
+        assert!(bind < chmod && chmod < listen, "bind, chmod, then listen:\n{trace}");
+        assert!(calls[chmod].contains(", 0600)"), "chmod to 0600:\n{trace}");
+        let no_umask = calls.iter().all(|call| !call.starts_with("umask("));
+        assert!(no_umask, "the umask is per process: not with the runtime's threads:\n{trace}");
+        let late = calls[listen..].iter().any(|call| call.contains("chmod"));
+        assert!(!late, "the socket's mode must not be changed after listen:\n{trace}");
+        return;
+    }
+    let umask = position("umask(0177)").unwrap_or_else(|| panic!("no umask(0177):\n{trace}"));
     assert!(umask < bind, "umask must come before bind:\n{trace}");
     assert!(
         calls.iter().all(|call| !call.contains("chmod")),
@@ -199,10 +215,7 @@ fn another_uid_gets_permission_denied_naming_the_path() {
     let (code, stdout, stderr) = nobody_client(&bin, &[shown, "hello"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(stdout, "");
-    assert_eq!(
-        stderr,
-        format!("lesson07-client: connect {shown}: Permission denied (os error 13)\n")
-    );
+    assert_eq!(stderr, format!("{CLIENT}: connect {shown}: Permission denied (os error 13)\n"));
 }
 
 /// With `--mode 0666` the file lets anyone connect, so the credential check must refuse them:
@@ -218,7 +231,7 @@ fn with_mode_0666_another_uid_is_refused_by_its_credentials() {
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(stdout, "");
     assert_eq!(stderr, format!("error: uid {nobody} is not allowed\n"));
-    server.wait_for_line(&format!("lesson07-server: connection 1: refused uid {nobody}"));
+    server.wait_for_line(&format!("{SERVER}: connection 1: refused uid {nobody}"));
     assert_eq!(exchange(&path, b"still serving\n"), b"STILL SERVING\n");
 }
 
@@ -356,7 +369,7 @@ fn the_peer_uid_gid_and_real_pid_are_logged() {
     );
     let (uid, gid) = (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw());
     let logged = format!(
-        "lesson07-server: connection 1: accepted from uid {uid} gid {gid} pid {}",
+        "{SERVER}: connection 1: accepted from uid {uid} gid {gid} pid {}",
         child.pid().as_raw_nonzero()
     );
     // A prefix: exercise 2 adds the program's name to this line.
@@ -404,7 +417,7 @@ fn the_client_refuses_a_default_dir_open_to_others() {
     fs::create_dir(&dir).expect("mkdir");
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod 755");
     let message = format!(
-        "lesson07-client: check {d}: mode 0755 lets other users in; `chmod 700 {d}` if that is \
+        "{CLIENT}: check {d}: mode 0755 lets other users in; `chmod 700 {d}` if that is \
          safe\n",
         d = dir.display()
     );
@@ -419,9 +432,7 @@ fn the_client_refuses_a_default_dir_owned_by_another_user() {
         return;
     }
     let (runtime, dir, nobody) = default_dir_owned_by_nobody();
-    let message = format!(
-        "lesson07-client: check {}: owned by uid {nobody}, not by us (uid 0)\n",
-        dir.display()
-    );
+    let message =
+        format!("{CLIENT}: check {}: owned by uid {nobody}, not by us (uid 0)\n", dir.display());
     assert_the_client_refuses_the_default_dir(&runtime, message);
 }

@@ -10,14 +10,16 @@ use std::thread;
 use std::time::Duration;
 
 use assert_cmd::Command;
-use assert_cmd::cargo::cargo_bin;
 use uds_test_support::{
     Conn, DEADLINE, Server, exchange, have_tool, many_clients, run_with_stdout_closed,
     start_in_temp_dir, temp_dir,
 };
 
+mod under_test;
+use under_test::{SERVER, SOCKET_NAME};
+
 fn server() -> &'static Path {
-    cargo_bin!("lesson07-server")
+    under_test::server()
 }
 
 /// Does server log line `l` say that connection `id` has ended — closed at EOF, or cut short
@@ -31,7 +33,7 @@ fn connection_ended(l: &str, id: u32) -> bool {
 fn a_line_round_trips_in_upper_case() {
     let (_dir, path, mut server) = start_in_temp_dir(server(), "lesson07.sock");
     assert_eq!(exchange(&path, b"hello\nUnix Sockets 123\n"), b"HELLO\nUNIX SOCKETS 123\n");
-    server.wait_for_line("lesson07-server: connection 1: closed, lines answered: 2");
+    server.wait_for_line(&format!("{SERVER}: connection 1: closed, lines answered: 2"));
 }
 
 /// Two clients are served at once: a silent open connection does not block another one.
@@ -60,7 +62,7 @@ fn the_socket_file_is_of_type_socket() {
 #[test]
 fn the_default_path_is_under_xdg_runtime_dir() {
     let dir = temp_dir();
-    let path = dir.path().join("uds-course/lesson07.sock");
+    let path = dir.path().join(format!("uds-course/{SOCKET_NAME}"));
     let mut cmd = std::process::Command::new(server());
     cmd.env("XDG_RUNTIME_DIR", dir.path());
     let _server = Server::start_cmd(cmd, &path);
@@ -73,7 +75,7 @@ fn the_default_path_is_under_xdg_runtime_dir() {
 fn without_xdg_runtime_dir_the_default_path_is_in_the_temp_dir_with_the_uid() {
     let dir = temp_dir();
     let uid = rustix::process::getuid().as_raw();
-    let path = dir.path().join(format!("uds-course-{uid}/lesson07.sock"));
+    let path = dir.path().join(format!("uds-course-{uid}/{SOCKET_NAME}"));
     let mut cmd = std::process::Command::new(server());
     cmd.env_remove("XDG_RUNTIME_DIR").env("TMPDIR", dir.path());
     let _server = Server::start_cmd(cmd, &path);
@@ -88,7 +90,7 @@ fn a_closed_stdout_is_a_clear_error() {
     cmd.arg(dir.path().join("lesson07.sock"));
     let (status, stderr) = run_with_stdout_closed(cmd, Vec::new());
     assert_eq!(status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr, "lesson07-server: write stdout: Broken pipe (os error 32)\n");
+    assert_eq!(stderr, format!("{SERVER}: write stdout: Broken pipe (os error 32)\n"));
 }
 
 /// A missing parent directory is a one-line error naming the step and the path.
@@ -97,7 +99,7 @@ fn a_missing_parent_directory_is_a_clear_error() {
     let dir = temp_dir();
     let path = dir.path().join("no/such/dir/lesson07.sock");
     Command::new(server()).arg(&path).timeout(DEADLINE).assert().code(1).stderr(format!(
-        "lesson07-server: bind {}: No such file or directory (os error 2)\n",
+        "{SERVER}: bind {}: No such file or directory (os error 2)\n",
         path.display()
     ));
     assert!(
@@ -113,10 +115,12 @@ fn a_path_of_108_bytes_is_a_clear_error() {
     let base = dir.path().as_os_str().len() + 1;
     let path = dir.path().join("s".repeat(108 - base));
     assert_eq!(path.as_os_str().len(), 108);
-    Command::new(server()).arg(&path).timeout(DEADLINE).assert().code(1).stderr(format!(
-        "lesson07-server: bind {}: path must be shorter than SUN_LEN\n",
-        path.display()
-    ));
+    Command::new(server())
+        .arg(&path)
+        .timeout(DEADLINE)
+        .assert()
+        .code(1)
+        .stderr(format!("{SERVER}: bind {}: path must be shorter than SUN_LEN\n", path.display()));
 }
 
 /// Bad usage exits 2 with clap's message.
@@ -200,7 +204,8 @@ fn accept_errors_back_off_and_the_server_recovers() {
     server.allow_only_more_fds(4);
     // connect succeeds even when the server cannot accept: the kernel queues the client.
     let flood: Vec<Conn> = (0..30).map(|_| Conn::connect(&path)).collect();
-    server.wait_for_line_containing("lesson07-server: accept: Too many open files (os error 24)");
+    server
+        .wait_for_line_containing(&format!("{SERVER}: accept: Too many open files (os error 24)"));
     let before = server.cpu_time();
     thread::sleep(Duration::from_secs(1));
     let used = server.cpu_time() - before;

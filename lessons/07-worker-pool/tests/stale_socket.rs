@@ -6,12 +6,14 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use assert_cmd::Command;
-use assert_cmd::cargo::cargo_bin;
 use rustix::process::Signal;
 use uds_test_support::{DEADLINE, Server, as_nobody, exchange, runnable_by_nobody, temp_dir};
 
+mod under_test;
+use under_test::SERVER;
+
 fn server() -> &'static Path {
-    cargo_bin!("lesson07-server")
+    under_test::server()
 }
 
 /// A server killed with SIGKILL leaves a stale file; the next start removes it and binds.
@@ -35,9 +37,13 @@ fn a_live_server_is_not_stolen() {
     let path = dir.path().join("lesson07.sock");
     let _live = Server::start_at(server(), &path);
     let inode = fs::metadata(&path).expect("stat").ino();
-    Command::new(server()).arg(&path).timeout(DEADLINE).assert().code(1).stdout("").stderr(
-        format!("lesson07-server: probe {}: is in use by a running server\n", path.display()),
-    );
+    Command::new(server())
+        .arg(&path)
+        .timeout(DEADLINE)
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(format!("{SERVER}: probe {}: is in use by a running server\n", path.display()));
     assert_eq!(fs::metadata(&path).expect("stat").ino(), inode, "the socket file was replaced");
     assert_eq!(exchange(&path, b"still mine\n"), b"STILL MINE\n");
 }
@@ -48,10 +54,12 @@ fn a_regular_file_is_refused_and_left_untouched() {
     let dir = temp_dir();
     let path = dir.path().join("lesson07.sock");
     fs::write(&path, "precious data").expect("write a regular file");
-    Command::new(server()).arg(&path).timeout(DEADLINE).assert().code(1).stderr(format!(
-        "lesson07-server: probe {}: not a socket; left untouched\n",
-        path.display()
-    ));
+    Command::new(server())
+        .arg(&path)
+        .timeout(DEADLINE)
+        .assert()
+        .code(1)
+        .stderr(format!("{SERVER}: probe {}: not a socket; left untouched\n", path.display()));
     assert_eq!(fs::read_to_string(&path).expect("read it back"), "precious data");
 }
 
@@ -62,10 +70,12 @@ fn a_directory_is_refused_and_left_untouched() {
     let path = dir.path().join("lesson07.sock");
     fs::create_dir(&path).expect("mkdir");
     fs::write(path.join("inside"), "x").expect("write inside");
-    Command::new(server()).arg(&path).timeout(DEADLINE).assert().code(1).stderr(format!(
-        "lesson07-server: probe {}: not a socket; left untouched\n",
-        path.display()
-    ));
+    Command::new(server())
+        .arg(&path)
+        .timeout(DEADLINE)
+        .assert()
+        .code(1)
+        .stderr(format!("{SERVER}: probe {}: not a socket; left untouched\n", path.display()));
     assert!(path.join("inside").exists());
 }
 
@@ -82,9 +92,11 @@ fn a_probe_error_other_than_refused_removes_nothing() {
     // connect needs write permission on the socket file: without it, nobody gets EACCES.
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod the socket");
     let mut as_nobody = Command::from_std(as_nobody(&bin));
-    as_nobody.arg(&path).timeout(DEADLINE).assert().code(1).stderr(format!(
-        "lesson07-server: probe {}: Permission denied (os error 13)\n",
-        path.display()
-    ));
+    as_nobody
+        .arg(&path)
+        .timeout(DEADLINE)
+        .assert()
+        .code(1)
+        .stderr(format!("{SERVER}: probe {}: Permission denied (os error 13)\n", path.display()));
     assert!(path.exists(), "the socket file was removed");
 }

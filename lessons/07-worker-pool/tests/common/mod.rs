@@ -9,6 +9,8 @@ use std::time::Duration;
 use rustix::process::Signal;
 use uds_test_support::{Conn, Server, temp_dir};
 
+use super::under_test::SERVER;
+
 /// "At once", generously for a loaded CI machine, and far below the minute-long grace periods
 /// these tests set: a server that waits for the grace period or a client cannot pass.
 pub const AT_ONCE: Duration = Duration::from_secs(2);
@@ -30,7 +32,7 @@ pub fn an_in_flight_connection_completes_after(bin: &Path, signal: Signal, name:
     let mut client = Conn::connect(&path);
     assert_eq!(client.ask("before"), "BEFORE\n");
     server.signal(signal);
-    server.wait_for_line(&format!("lesson07-server: {name}: shutting down"));
+    server.wait_for_line(&format!("{SERVER}: {name}: shutting down"));
     let refused = UnixStream::connect(&path).expect_err("a new client during the grace period");
     assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "{refused}");
     assert_eq!(client.ask("during the grace period"), "DURING THE GRACE PERIOD\n");
@@ -39,10 +41,7 @@ pub fn an_in_flight_connection_completes_after(bin: &Path, signal: Signal, name:
     let (status, output) = server.finish();
     assert_eq!(status.code(), Some(0), "{output}");
     assert!(!path.exists(), "the socket file is still there:\n{output}");
-    assert!(
-        output.ends_with(&format!("lesson07-server: removed {}\n", path.display())),
-        "{output}"
-    );
+    assert!(output.ends_with(&format!("{SERVER}: removed {}\n", path.display())), "{output}");
 }
 
 /// SIGTERM, then `second` (named `name`) during the grace period: the file is removed and the
@@ -54,12 +53,12 @@ pub fn a_second_signal_exits_1_at_once(bin: &Path, second: Signal, name: &str) {
     let mut client = Conn::connect(&path);
     assert_eq!(client.ask("hold on"), "HOLD ON\n");
     server.signal(Signal::TERM);
-    server.wait_for_line("lesson07-server: SIGTERM: shutting down");
+    server.wait_for_line(&format!("{SERVER}: SIGTERM: shutting down"));
     server.signal(second);
     let status = server.wait_exit_within(AT_ONCE);
     let (_, output) = server.finish();
     let ended = status.map_or("still running".to_owned(), |s| s.to_string());
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{ended}; output:\n{output}");
     assert!(!path.exists(), "the socket file is still there:\n{output}");
-    assert!(output.contains(&format!("lesson07-server: {name} again: exiting now\n")), "{output}");
+    assert!(output.contains(&format!("{SERVER}: {name} again: exiting now\n")), "{output}");
 }

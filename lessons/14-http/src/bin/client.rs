@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{CommandFactory, Parser};
 use clap::builder::{OsStringValueParser, TypedValueParser};
+use clap::{CommandFactory, Parser};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1;
@@ -75,7 +75,7 @@ fn run() -> anyhow::Result<ExitCode> {
     // ANCHOR_END: default_path
     let timeout = Duration::from_millis(args.timeout_ms);
     // ANCHOR: connect
-    // Bounded: `connect_within` also leaves `timeout` set as the limit on each write.
+    // Bounded: on Linux a `connect` to a server whose backlog is full waits; this gives up.
     let stream =
         connect_within(&path, timeout).with_context(|| format!("connect {}", path.display()))?;
     // ANCHOR_END: connect

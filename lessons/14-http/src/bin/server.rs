@@ -11,13 +11,13 @@
 //! `curl --unix-socket PATH http://localhost/upper -d hello` or
 //! `cargo run --bin lesson14-client -- PATH hello`. Partner: client.rs.
 
+use std::convert::Infallible;
 use std::fs;
 use std::io::{self, ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{self, ExitCode};
-use std::convert::Infallible;
 use std::pin::pin;
+use std::process::{self, ExitCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;

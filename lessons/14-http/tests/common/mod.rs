@@ -84,9 +84,9 @@ pub fn parse_curl(mut cmd: Command) -> Reply {
     assert!(out.status.success(), "{cmd:?} failed ({}): {stderr}\n{stdout}", out.status);
     let mut rest = stdout.as_str();
     loop {
-        let (head, body) = rest.split_once("\r\n\r\n").unwrap_or_else(|| {
-            panic!("{cmd:?}: no response head in its output:\n{stdout}")
-        });
+        let (head, body) = rest
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("{cmd:?}: no response head in its output:\n{stdout}"));
         let status = status_code(head);
         if status >= 200 {
             return Reply { status, head: head.to_owned(), body: body.to_owned() };

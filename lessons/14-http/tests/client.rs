@@ -6,25 +6,19 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
-use assert_cmd::Command;
-use common::{client, start};
-use uds_test_support::{DEADLINE, fake_server, temp_dir};
-
-/// Run the client under test with `args`: exit code, stdout, stderr.
-fn run_client(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(client()).args(args).timeout(DEADLINE).output().expect("run");
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
-}
+use common::{run_client, start};
+use uds_test_support::{fake_server, temp_dir};
 
 /// Each MESSAGE is POSTed and its body printed with a newline, in order, over ONE connection.
 #[test]
 fn the_client_posts_each_message_on_one_connection_and_prints_each_body() {
-    let (_dir, path, server) = start(&[]);
+    let (_dir, path, mut server) = start(&[]);
     let path_arg = path.to_str().expect("a UTF-8 path");
     let (code, stdout, stderr) = run_client(&[path_arg, "hello", "unix domain sockets", ""]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stdout, "HELLO\nUNIX DOMAIN SOCKETS\n\n");
+    // The log says so once the connection is closed: three requests on the first connection.
+    server.wait_for_line("lesson14-server: connection 1: closed, requests: 3");
     let output = server.output();
     assert_eq!(output.matches("accepted from").count(), 1, "one connection expected:\n{output}");
 }

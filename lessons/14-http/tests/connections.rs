@@ -4,12 +4,9 @@
 
 mod common;
 
-use std::fs::{self, Permissions};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Http, client, curl, curl_args, have_curl, parse_curl, start};
+use common::{Http, client, curl, curl_as_nobody, have_curl, open_to_nobody, start};
 use rustix::process::Signal;
 use uds_test_support::{DEADLINE, as_nobody, runnable_by_nobody};
 
@@ -23,9 +20,7 @@ const AT_ONCE: Duration = Duration::from_secs(2);
 fn a_refused_uid_gets_403_with_the_reason() {
     let Some((_shared, copy)) = runnable_by_nobody(&client()) else { return };
     let (_dir, path, mut server) = start(&["--mode", "0666"]);
-    // The socket's directory is private to root: let `nobody` reach the file.
-    let dir = path.parent().expect("the socket's directory");
-    fs::set_permissions(dir, Permissions::from_mode(0o755)).expect("chmod 755 the temp dir");
+    open_to_nobody(&path);
     let out = as_nobody(&copy).arg(&path).arg("hello").output().expect("run the client");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -33,9 +28,7 @@ fn a_refused_uid_gets_403_with_the_reason() {
     assert_eq!(stderr, "error: uid 65534 is not allowed\n");
     server.wait_for_line_containing("refused uid 65534");
     if have_curl() {
-        let mut cmd = as_nobody(Path::new("curl"));
-        curl_args(&mut cmd, &path, &["http://localhost/upper", "-d", "hi"]);
-        let reply = parse_curl(cmd);
+        let reply = curl_as_nobody(&path, &["http://localhost/upper", "-d", "hi"]);
         assert_eq!((reply.status, reply.body.as_str()), (403, "error: uid 65534 is not allowed\n"));
     }
     // Root is allowed by default, on a connection of its own.

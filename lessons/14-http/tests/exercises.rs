@@ -4,12 +4,8 @@
 
 mod common;
 
-use std::fs::{self, Permissions};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-
-use common::{client, curl, curl_args, have_curl, parse_curl, start};
-use uds_test_support::{DEADLINE, as_nobody, is_root};
+use common::{curl, curl_as_nobody, have_curl, open_to_nobody, run_client, start};
+use uds_test_support::is_root;
 
 // Exercise 1: `GET /whoami`.
 
@@ -38,11 +34,8 @@ fn ex1_whoami_tells_nobody_it_is_nobody() {
         return;
     }
     let (_dir, path, _server) = start(&["--mode", "0666", "--allow-uid", "65534"]);
-    let dir = path.parent().expect("the socket's directory");
-    fs::set_permissions(dir, Permissions::from_mode(0o755)).expect("chmod 755 the temp dir");
-    let mut cmd = as_nobody(Path::new("curl"));
-    curl_args(&mut cmd, &path, &["http://localhost/whoami"]);
-    let reply = parse_curl(cmd);
+    open_to_nobody(&path);
+    let reply = curl_as_nobody(&path, &["http://localhost/whoami"]);
     assert_eq!((reply.status, reply.body.as_str()), (200, "uid 65534 gid 65534\n"), "{reply:?}");
 }
 
@@ -83,27 +76,16 @@ fn ex2_lower_keeps_the_rules_of_upper() {
 
 // Exercise 3: the client's `--get`.
 
-/// Run the client under test: exit code, stdout, stderr.
-fn run_client(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = assert_cmd::Command::new(client())
-        .args(args)
-        .timeout(DEADLINE)
-        .output()
-        .expect("run the client");
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
-}
-
 /// `--get /health` sends `GET /health` and prints the body, `ok`, and a newline; no MESSAGE
 /// is needed.
 #[test]
 #[ignore = "exercise: cargo run -- check 14"]
 fn ex3_get_prints_the_body_of_a_get() {
-    let (_dir, path, server) = start(&[]);
+    let (_dir, path, mut server) = start(&[]);
     let shown = path.to_str().expect("a UTF-8 path");
     let (code, stdout, stderr) = run_client(&["--get", "/health", shown]);
     assert_eq!((code, stdout.as_str()), (Some(0), "ok\n"), "{stderr}");
-    assert!(server.output().contains("GET /health: 200 OK"), "{}", server.output());
+    server.wait_for_line("lesson14-server: connection 1: GET /health: 200 OK");
 }
 
 /// A GET answered with an error status: the body on stderr, exit 1, nothing on stdout.

@@ -4,14 +4,16 @@
 #![allow(dead_code)] // each test file uses its own part of this
 
 use std::env;
+use std::fs::{self, Permissions};
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use assert_cmd::cargo::cargo_bin;
-use uds_test_support::{DEADLINE, Server, TempDir, have_tool, temp_dir};
+use uds_test_support::{DEADLINE, Server, TempDir, as_nobody, have_tool, temp_dir};
 
 /// The server under test: `UDS_SERVER` (an absolute path), else this lesson's own. The
 /// exercise checks set it; the lesson's own tests leave it unset.
@@ -37,6 +39,31 @@ pub fn start(extra: &[&str]) -> (TempDir, PathBuf, Server) {
     args.extend(extra);
     let server = Server::start(&server(), &path, &args);
     (dir, path, server)
+}
+
+/// Run the client under test with `args`: its exit code, stdout and stderr.
+pub fn run_client<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Option<i32>, String, String) {
+    let out = assert_cmd::Command::new(client())
+        .args(args)
+        .timeout(DEADLINE)
+        .output()
+        .expect("run the client");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Let `nobody` reach the socket at `path`: its directory (private to root, from `start`)
+/// opened to 0755. The socket's own mode is the server's `--mode`.
+pub fn open_to_nobody(path: &Path) {
+    let dir = path.parent().expect("the socket's directory");
+    fs::set_permissions(dir, Permissions::from_mode(0o755)).expect("chmod 755 the temp dir");
+}
+
+/// curl, as the user `nobody` (root only: see `is_root`).
+pub fn curl_as_nobody(path: &Path, args: &[&str]) -> Reply {
+    let mut cmd = as_nobody(Path::new("curl"));
+    curl_args(&mut cmd, path, args);
+    parse_curl(cmd)
 }
 
 /// Is curl here? Skips outside CI, fails in CI (see `have_tool`).
@@ -71,13 +98,13 @@ pub fn curl(path: &Path, args: &[&str]) -> Reply {
 }
 
 /// The arguments every curl here gets: quiet but for errors, the response head too, a deadline.
-pub fn curl_args(cmd: &mut Command, path: &Path, args: &[&str]) {
+fn curl_args(cmd: &mut Command, path: &Path, args: &[&str]) {
     let max_time = DEADLINE.as_secs().to_string();
     cmd.args(["-sS", "-i", "--max-time", &max_time, "--unix-socket"]).arg(path).args(args);
 }
 
 /// Run a prepared curl command and parse its `-i` output.
-pub fn parse_curl(mut cmd: Command) -> Reply {
+fn parse_curl(mut cmd: Command) -> Reply {
     let out = cmd.output().unwrap_or_else(|err| panic!("run {cmd:?}: {err}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);

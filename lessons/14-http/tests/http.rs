@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Http, curl, have_curl, start};
+use uds_test_support::wait_until;
 
 /// What `curl -d` sends and the server answers, upper-cased, as `text/plain`.
 #[test]
@@ -167,7 +168,7 @@ fn a_head_too_big_as_a_whole_is_431() {
 #[test]
 fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let idle = Duration::from_millis(500);
-    let (_dir, path, _server) = start(&["--idle-timeout-ms", "500"]);
+    let (_dir, path, server) = start(&["--idle-timeout-ms", "500"]);
     let mut kept = Http::connect(&path);
     let silent = Http::connect(&path);
     let since = Instant::now();
@@ -181,4 +182,8 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let mut silent = silent;
     assert!(silent.closed_within(Duration::from_secs(5)), "the silent connection stayed open");
     assert!(since.elapsed() >= idle - Duration::from_millis(50));
+    // Closed for being idle, and said so (in either order): the kept one after three requests.
+    let why = "no request in 500 ms, closed; requests:";
+    let logged = [format!("connection 1: {why} 3\n"), format!("connection 2: {why} 0\n")];
+    wait_until("both closes are logged", || logged.iter().all(|l| server.output().contains(l)));
 }

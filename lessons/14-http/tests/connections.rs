@@ -1,14 +1,19 @@
 //! Lesson 13's connection rules, said in HTTP: who may talk to the server (peer credentials,
-//! checked per connection: 403), how many at once (`--max-connections`: 503 at once), and what a
-//! SIGTERM does to the connections open (the in-flight request finishes; idle ones close).
+//! checked per connection: 403), how many at once (`--max-connections`: 503 at once), what a
+//! SIGTERM does to the connections open (the in-flight request finishes; idle ones close), and
+//! an abstract name in place of a file.
 
 mod common;
 
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Http, client, curl, curl_as_nobody, have_curl, open_to_nobody, start};
+use common::{
+    Http, client, curl, curl_as_nobody, have_curl, open_to_nobody, run_client, server, start,
+};
 use rustix::process::Signal;
-use uds_test_support::{DEADLINE, as_nobody, runnable_by_nobody};
+use uds_test_support::{DEADLINE, Server, abstract_name, as_nobody, runnable_by_nobody};
 
 /// "At once": generous for a loaded CI machine, far below the grace periods set here.
 const AT_ONCE: Duration = Duration::from_secs(2);
@@ -102,4 +107,24 @@ fn sigterm_finishes_an_in_flight_request_and_closes_idle_connections_at_once() {
     let (status, output) = server.finish();
     assert_eq!(status.code(), Some(0), "{output}");
     assert!(!path.exists(), "the socket file is still there:\n{output}");
+}
+
+/// Lesson 06's abstract names still work: HTTP on `@name`, reached by the lesson's client and
+/// by curl's `--abstract-unix-socket`.
+#[test]
+fn an_abstract_name_serves_http_to_curl_and_the_client() {
+    let name = abstract_name("http");
+    let at = format!("@{name}");
+    let _server = Server::start(&server(), Path::new(&at), &[&at]);
+    let (code, stdout, stderr) = run_client(&[at.as_str(), "by name"]);
+    assert_eq!((code, stdout.as_str()), (Some(0), "BY NAME\n"), "{stderr}");
+    if have_curl() {
+        let max_time = DEADLINE.as_secs().to_string();
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", &max_time, "--abstract-unix-socket", &name])
+            .args(["http://localhost/upper", "-d", "by name"])
+            .output()
+            .expect("run curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "BY NAME", "{out:?}");
+    }
 }

@@ -167,7 +167,7 @@ fn assert_table(report: &Value, id: &str, columns: &[&str], rows: &[String], rat
 }
 
 /// `bench --quick --json`: every table, row and column the bench promises is in the JSON (the
-/// worker-pool table too, derived from the others), every figure and ratio is a positive
+/// worker-pool table too, derived from the others; the idle connections of lessons 07 and 13), every figure and ratio is a positive
 /// number, the same JSON is in report.json, and the run leaves only its three files behind.
 #[test]
 fn quick_json_has_every_row_and_column_and_only_positive_figures() {
@@ -210,7 +210,10 @@ fn quick_json_has_every_row_and_column_and_only_positive_figures() {
         "handoff_vs_accept",
     ];
     assert_table(&report, "pool", &pool, &clients, &[]);
-    assert_eq!(report["tables"].as_array().unwrap().len(), 6, "tables other than these six");
+    let idle = ["rss_start", "rss_held", "per_connection", "threads"];
+    let worker_pool_and_async = ["07 worker-pool".to_owned(), "13 async".to_owned()];
+    assert_table(&report, "idle", &idle, &worker_pool_and_async, &[]);
+    assert_eq!(report["tables"].as_array().unwrap().len(), 7, "tables other than these seven");
 
     let saved: Value =
         serde_json::from_str(&fs::read_to_string(scratch.path("out/report.json")).unwrap())
@@ -229,7 +232,7 @@ fn quick_prints_markdown_tables_with_ratio_columns() {
     let stdout = &printed.stdout;
     let ratio = Regex::new(r"^\d+\.\d\d× (faster|slower)$").unwrap();
     let tables: Vec<&str> = stdout.split("\n### ").skip(1).collect();
-    assert_eq!(tables.len(), 6, "six tables, each under a ### heading:\n{stdout}");
+    assert_eq!(tables.len(), 7, "seven tables, each under a ### heading:\n{stdout}");
     let mut ratio_columns = 0;
     for table in tables {
         let lines: Vec<&str> = table.lines().filter(|line| line.starts_with('|')).collect();

@@ -330,7 +330,20 @@ impl LessonServer {
         interrupted: &AtomicBool,
     ) -> anyhow::Result<Self> {
         let socket = dir.join(format!("{}.sock", lesson.package()));
-        let mut process = Child::spawn(server, &[OsStr::new(&socket)])?;
+        Self::start_with(lesson, server, socket, &[], interrupted)
+    }
+
+    /// [`LessonServer::start`] on `socket`, with `options` after the path.
+    fn start_with(
+        lesson: &Lesson,
+        server: &Path,
+        socket: PathBuf,
+        options: &[&str],
+        interrupted: &AtomicBool,
+    ) -> anyhow::Result<Self> {
+        let mut args = vec![socket.as_os_str()];
+        args.extend(options.iter().map(OsStr::new));
+        let mut process = Child::spawn(server, &args)?;
         let ready = format!("listening on {}", socket.display());
         let deadline = Instant::now() + READY_TIMEOUT;
         if !matches!(process.wait_for_line(&ready, deadline, interrupted)?, Event::Line) {
@@ -362,4 +375,66 @@ impl LessonServer {
     pub fn label(&self) -> &str {
         &self.label
     }
+}
+
+/// A lesson's server holding `count` idle connections (connected, nothing sent): its memory
+/// (VmRSS, KiB) when ready, its memory holding them, that difference per connection (bytes),
+/// and its threads holding them. A fresh server each time, so that nothing earlier is counted.
+///
+/// What is held differs: lesson 13 reads every connection on a task of its own; lesson 07
+/// serves `--workers` of them and keeps the rest in its queue, unread, until a worker is free.
+pub fn idle_connections(
+    lesson: &Lesson,
+    server: &Path,
+    ctx: &Ctx,
+    count: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let socket = ctx.sockets.join(format!("{}-idle.sock", lesson.package()));
+    // Room for all of them, and a --idle-timeout-ms (30 s by default) far longer than this.
+    let limit = (count + 100).to_string();
+    let options = ["--max-connections", &limit];
+    let server = LessonServer::start_with(lesson, server, socket, &options, ctx.interrupted)?;
+    let pid = server.process.lock().unwrap_or_else(PoisonError::into_inner).id();
+    let status = |field: &str| proc_status(pid, field);
+    let (before, fds) = (status("VmRSS")?, open_fds(pid)?);
+    let mut held = Vec::with_capacity(count);
+    for i in 0..count {
+        if i % CHECK_EVERY == 0 {
+            bail_if_interrupted(ctx.interrupted)?;
+        }
+        held.push(server.target.connect()?);
+    }
+    // Accepted: the server holds a descriptor for each.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while open_fds(pid)? < fds + count {
+        bail_if_interrupted(ctx.interrupted)?;
+        if Instant::now() > deadline {
+            bail!(
+                "{}: {count} connections not accepted within {READY_TIMEOUT:?}",
+                lesson.package()
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    // A moment for what each accepted connection sets up (a task, its buffer) to be done.
+    thread::sleep(Duration::from_millis(200));
+    let (after, threads) = (status("VmRSS")?, status("Threads")?);
+    drop(held);
+    let per_connection = (after - before) * 1024.0 / count as f64;
+    Ok(vec![before, after, per_connection, threads])
+}
+
+/// A number field of /proc/PID/status: `VmRSS` (in kB), `Threads`.
+fn proc_status(pid: u32, field: &str) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    let line = status.lines().find_map(|line| line.strip_prefix(field)?.strip_prefix(':'));
+    let number = line.and_then(|value| value.split_whitespace().next()?.parse().ok());
+    number.with_context(|| format!("read {path}: no {field}"))
+}
+
+/// How many descriptors process `pid` holds open.
+fn open_fds(pid: u32) -> anyhow::Result<usize> {
+    let path = format!("/proc/{pid}/fd");
+    Ok(std::fs::read_dir(&path).with_context(|| format!("read {path}"))?.count())
 }

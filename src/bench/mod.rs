@@ -44,6 +44,8 @@ pub struct Sizes {
     connections: usize,
     /// Lines per run against a lesson server, shared among the clients.
     lines: usize,
+    /// Idle connections held open at once against a server (fewer if RLIMIT_NOFILE is lower).
+    idle: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -52,14 +54,24 @@ const FULL: Sizes = Sizes {
     bulk_bytes: 1 << 30,
     connections: 10_000,
     lines: 50_000,
+    idle: 10_000,
 };
-const QUICK: Sizes =
-    Sizes { runs: 3, round_trips: 2_000, bulk_bytes: 16 << 20, connections: 400, lines: 2_000 };
+const QUICK: Sizes = Sizes {
+    runs: 3,
+    round_trips: 2_000,
+    bulk_bytes: 16 << 20,
+    connections: 400,
+    lines: 2_000,
+    idle: 1_000,
+};
 
 /// The message sizes of the round trips: one byte (pure overhead) and a small request.
 const MESSAGE_SIZES: [usize; 2] = [1, 64];
 /// Concurrent clients for connections and lines: one alone, and more clients than cores.
 const CLIENTS: [usize; 2] = [1, 8];
+/// The lessons whose servers are measured holding idle connections: the worker pool, and the
+/// same server on tokio. Both take `--max-connections`, raised to hold them all.
+const IDLE_LESSONS: [u8; 2] = [7, 13];
 
 /// What every measurement needs: the sizes, private directories, and the Ctrl-C flag.
 pub struct Ctx<'a> {
@@ -95,11 +107,13 @@ pub fn bench(quick: bool, json: bool, out: Option<PathBuf>) -> anyhow::Result<()
         let ctx = Ctx { sizes, sockets: sockets.path(), files: files.path(), interrupted };
         // Declared after the temp dirs, so the servers are stopped before their dir is removed.
         let running = start_lesson_servers(&servers, &ctx)?;
+        let idle = sizes.idle.min(descriptors_for_idle_connections()?);
         let mut plan = Plan::default();
         plan.round_trips(&ctx);
         plan.bulk(&ctx);
         plan.connections(&ctx);
         plan.lesson_servers(&ctx, &running);
+        plan.idle_connections(&ctx, &servers, idle);
         let mut tables = plan.run(sizes.runs, interrupted)?;
         drop(running);
         tables.extend(report::pool(&tables, &CLIENTS.map(clients_label)));
@@ -264,6 +278,36 @@ impl<'a> Plan<'a> {
         self.case("regular file".into(), cells, move || measure::file(ctx));
     }
 
+    /// The servers of [`IDLE_LESSONS`] holding `count` idle connections: memory and threads.
+    fn idle_connections(&mut self, ctx: &'a Ctx, servers: &'a [(Lesson, PathBuf)], count: usize) {
+        let columns = [
+            ("rss_start", "KiB when ready".to_owned()),
+            ("rss_held", format!("KiB holding {count}")),
+            ("per_connection", "bytes per connection".to_owned()),
+            ("threads", format!("threads holding {count}")),
+        ];
+        let columns = columns.map(|(id, title)| Column { id: id.into(), title });
+        let table = self.table(Table::new(
+            "idle",
+            "Idle connections held open at once: memory (VmRSS) and threads",
+            "KiB, bytes, threads",
+            false,
+            "lesson",
+            columns.into(),
+        ));
+        for (lesson, server) in
+            servers.iter().filter(|(l, _)| IDLE_LESSONS.contains(&l.number.get()))
+        {
+            let row = self.row(table, format!("{} {}", lesson.number, lesson.short_name));
+            let cells = (0..4).map(|column| Cell { table, row, column }).collect();
+            self.case(
+                format!("{} {}, {count} idle connections", lesson.number, lesson.short_name),
+                cells,
+                move || load::idle_connections(lesson, server, ctx, count),
+            );
+        }
+    }
+
     /// Connections per second against the bench's own lean server, Unix and TCP.
     fn connections(&mut self, ctx: &'a Ctx) {
         let transports = [Transport::Unix, Transport::Tcp];
@@ -356,6 +400,17 @@ impl<'a> Plan<'a> {
         bar.finish_and_clear();
         Ok(self.tables.into_iter().map(Table::finish).collect())
     }
+}
+
+/// How many idle connections this process (and each server it starts, which inherits the
+/// limit) can hold: RLIMIT_NOFILE raised to its hard limit, less room for everything else.
+fn descriptors_for_idle_connections() -> anyhow::Result<usize> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+    setrlimit(Resource::Nofile, raised).context("raise RLIMIT_NOFILE to its hard limit")?;
+    let most = limit.maximum.map_or(usize::MAX, |n| n as usize);
+    Ok(most.saturating_sub(200))
 }
 
 fn transport_columns(transports: &[Transport]) -> Vec<Column> {

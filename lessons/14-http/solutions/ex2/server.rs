@@ -39,7 +39,7 @@ use rustix::process::{Gid, getuid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixSocket, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -387,45 +387,40 @@ fn give_to_group(path: &Path, gid: u32, mode: u32) -> anyhow::Result<()> {
 // ANCHOR_END: group
 
 // ANCHOR: signals
-/// Wait for SIGINT and SIGTERM on a task of its own. The first cancels `stop`, which ends the
-/// accept loop; a second, during the grace period, removes the socket file and exits 1 at
-/// once. Returns where the first signal's name will be, for the log.
+/// Wait for SIGINT and SIGTERM, a task for each. The first signal, of either kind, cancels
+/// `stop`, which ends the accept loop; a second, during the grace period, removes the socket
+/// file and exits 1 at once. Returns where the first signal's name will be, for the log.
 ///
-/// Lesson 07 needed a thread and shutdown(2) to wake a blocked `accept`. Here nothing blocks:
-/// the acceptor awaits `accept` *or* the token, and whichever is ready first wins.
+/// Lesson 07 needed a thread of its own and shutdown(2) to wake the blocked `accept`. Here
+/// nothing blocks: the acceptor awaits `accept` or the token, whichever comes first.
 fn handle_signals(
     socket_file: &Option<Arc<SocketFile>>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Arc<OnceLock<&'static str>>> {
-    // One stream of signals per kind, each forwarded by name into one channel.
-    let (caught, mut signals) = mpsc::unbounded_channel();
+    let stop_signal = Arc::new(OnceLock::new());
     for (kind, name) in [(SignalKind::interrupt(), "SIGINT"), (SignalKind::terminate(), "SIGTERM")]
     {
-        let mut stream = signal(kind).with_context(|| format!("register {name}"))?;
-        let caught = caught.clone();
-        tokio::spawn(
-            async move { while stream.recv().await.is_some() && caught.send(name).is_ok() {} },
-        );
-    }
-    let stop_signal = Arc::new(OnceLock::new());
-    let (socket_file, stop, stopped_by) =
-        (socket_file.clone(), stop.clone(), Arc::clone(&stop_signal));
-    tokio::spawn(async move {
-        if let Some(name) = signals.recv().await {
-            let _ = stopped_by.set(name);
-            stop.cancel();
-        }
-        if let Some(name) = signals.recv().await {
-            eprintln!("lesson14-server: {name} again: exiting now");
-            // process::exit runs no destructors, so remove the file by hand.
-            if let Some(socket_file) = &socket_file
-                && socket_file.remove()
-            {
-                eprintln!("lesson14-server: removed {}", socket_file.path.display());
+        let mut signals = signal(kind).with_context(|| format!("register {name}"))?;
+        let (socket_file, stop, stop_signal) =
+            (socket_file.clone(), stop.clone(), Arc::clone(&stop_signal));
+        tokio::spawn(async move {
+            while signals.recv().await.is_some() {
+                // Only the first signal finds `stop_signal` empty: it stops the acceptor.
+                if stop_signal.set(name).is_ok() {
+                    stop.cancel();
+                    continue;
+                }
+                eprintln!("lesson14-server: {name} again: exiting now");
+                // process::exit runs no destructors, so remove the file by hand.
+                if let Some(socket_file) = &socket_file
+                    && socket_file.remove()
+                {
+                    eprintln!("lesson14-server: removed {}", socket_file.path.display());
+                }
+                process::exit(1);
             }
-            process::exit(1);
-        }
-    });
+        });
+    }
     Ok(stop_signal)
 }
 // ANCHOR_END: signals
@@ -470,26 +465,6 @@ fn busy(stream: UnixStream) {
     });
 }
 // ANCHOR_END: pool
-
-// ANCHOR: refuse
-/// Send `response` and end the connection cleanly: shut down our side (the client reads the
-/// response, then EOF), then read and discard what it still sends, for up to a second.
-/// Closing at once would cut the client short: an HTTP client writes its request before it
-/// reads, and one that finds the connection closed stops at EPIPE ("Send failure: Broken
-/// pipe", says curl) without reading our response.
-async fn refuse(stream: &mut UnixStream, response: &str) -> anyhow::Result<()> {
-    // One `write` for the whole response, so a client that reads once gets all of it.
-    stream.write_all(response.as_bytes()).await.context("write")?;
-    stream.shutdown().await.context("shutdown")?;
-    let mut discard = [0; 4096];
-    let drain = async {
-        // EOF, or the client is gone: done.
-        while let Ok(1..) = stream.read(&mut discard).await {}
-    };
-    let _ = timeout(Duration::from_secs(1), drain).await; // or the second is up
-    Ok(())
-}
-// ANCHOR_END: refuse
 
 // ANCHOR: serve
 /// One client's connection, as a task of its own: whatever goes wrong ends only this
@@ -689,3 +664,25 @@ fn too_long(request: &Request<Incoming>, max_line: usize) -> Option<String> {
     None
 }
 // ANCHOR_END: too_long
+
+// ANCHOR: refuse
+/// Send `response` and end the connection cleanly: shut down our side (the client reads the
+/// response, then EOF), then read and discard what it still sends, for up to a second.
+/// Closing at once would cut the client short: an HTTP client writes its request before it
+/// reads, and one that finds the connection closed stops at EPIPE ("Send failure: Broken
+/// pipe", says curl) without reading our response.
+async fn refuse(stream: &mut UnixStream, response: &str) -> anyhow::Result<()> {
+    // One `write` for the whole response, so a client that reads once gets all of it.
+    stream.write_all(response.as_bytes()).await.context("write")?;
+    stream.shutdown().await.context("shutdown")?;
+    // On the heap, for the drain only: an array here would be part of each busy connection's
+    // task (a future holds what lives across an `.await`), 4 KiB more for each.
+    let mut discard = vec![0; 4096];
+    let drain = async {
+        // EOF, or the client is gone: done.
+        while let Ok(1..) = stream.read(&mut discard).await {}
+    };
+    let _ = timeout(Duration::from_secs(1), drain).await; // or the second is up
+    Ok(())
+}
+// ANCHOR_END: refuse

@@ -94,6 +94,7 @@ const SESSIONS: &[(&str, &[Tool], Script)] = &[
     ("passing-fds", &[ROOT, PYTHON], passing_fds),
     ("socket-activation", &[ACTIVATE, PYTHON], socket_activation),
     ("async", &[PYTHON], tasks_not_threads),
+    ("http", &[ROOT, CURL], http),
     ("inspecting", &[SS, LSOF], inspecting),
     ("errors/eaddrinuse", &[], eaddrinuse),
     ("errors/econnrefused", &[PYTHON], econnrefused),
@@ -485,6 +486,32 @@ fn inspecting(s: &mut Session) -> anyhow::Result<()> {
     s.wait_for(file, "connection 1: closed")
 }
 
+/// lessons/14-http.md: curl over the socket; the URL's host is only a header; the limits as
+/// status codes; a refused uid's 403; the lesson's client on one kept-alive connection.
+fn http(s: &mut Session) -> anyhow::Result<()> {
+    // The scene's directory opened to `nobody`, for the 403 (curl is the system's).
+    s.share("lesson14-client")?;
+    let line = "lesson14-server app.sock --mode 0666 --max-body 16 --max-line 64";
+    let server = s.start("server", line, "listening on app.sock")?;
+    s.sh("curl -sS --unix-socket app.sock http://localhost/upper -d 'hello over http'; echo")?;
+    s.sh("curl -sS --unix-socket app.sock http://localhost/health; echo")?;
+    // What curl sends: the host of the URL goes into the Host header, and nowhere else.
+    let sent = "grep -E '^> (GET|Host)' | tr -d '\\r'";
+    s.sh(&format!("curl -sv --unix-socket app.sock http://any-name/health 2>&1 | {sent}"))?;
+    let status = "curl -sS -w '%{http_code}\\n' --unix-socket app.sock";
+    s.sh(&format!("{status} http://localhost/nothing"))?;
+    let allow = "curl -sS -w '%{http_code} Allow: %header{allow}\\n' --unix-socket app.sock";
+    s.sh(&format!("{allow} http://localhost/upper"))?;
+    s.sh(&format!("{status} http://localhost/upper -d 'seventeen bytes!!'"))?;
+    s.sh(&format!(
+        "{status} http://localhost/upper -H 'Transfer-Encoding: chunked' -d 'seventeen bytes!!'"
+    ))?;
+    s.sh(&format!(r#"{status} http://localhost/health -H "X-Pad: $(printf '%080d' 0)""#))?;
+    s.sh(&format!("{NOBODY} {status} http://localhost/upper -d hi"))?;
+    s.sh("lesson14-client app.sock hello 'one connection'")?;
+    s.wait_for(server, "connection 10: closed")
+}
+
 // ---- background/errors.md: one scene per error, typed as a reader would meet it ------------
 
 /// Leaves a stale socket file `app.sock`: a program that bound it and exited.
@@ -846,6 +873,7 @@ const ACTIVATE: Tool = Tool {
     probe: "systemd-socket-activate --version",
     install: "sudo apt-get install systemd",
 };
+const CURL: Tool = Tool { probe: "curl --version", install: "sudo apt-get install curl" };
 
 impl Tool {
     /// Why the tool cannot run here, or `None` if it can.

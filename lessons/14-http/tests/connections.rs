@@ -1,0 +1,130 @@
+//! Lesson 13's connection rules, said in HTTP: who may talk to the server (peer credentials,
+//! checked per connection: 403), how many at once (`--max-connections`: 503 at once), what a
+//! SIGTERM does to the connections open (the in-flight request finishes; idle ones close), and
+//! an abstract name in place of a file.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{
+    Http, client, curl, curl_as_nobody, have_curl, open_to_nobody, run_client, server, start,
+};
+use rustix::process::Signal;
+use uds_test_support::{DEADLINE, Server, abstract_name, as_nobody, runnable_by_nobody};
+
+/// "At once": generous for a loaded CI machine, far below the grace periods set here.
+const AT_ONCE: Duration = Duration::from_secs(2);
+
+/// A peer whose uid is not allowed (the lesson's client run as `nobody`, the socket's mode
+/// letting it connect) gets 403 and the reason as the body; the client prints it on stderr and
+/// exits 1. curl as `nobody` sees the same response.
+#[test]
+fn a_refused_uid_gets_403_with_the_reason() {
+    let Some((_shared, copy)) = runnable_by_nobody(&client()) else { return };
+    let (_dir, path, mut server) = start(&["--mode", "0666"]);
+    open_to_nobody(&path);
+    let out = as_nobody(&copy).arg(&path).arg("hello").output().expect("run the client");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "{:?}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(stderr, "error: uid 65534 is not allowed\n");
+    server.wait_for_line_containing("refused uid 65534");
+    if have_curl() {
+        let reply = curl_as_nobody(&path, &["http://localhost/upper", "-d", "hi"]);
+        assert_eq!((reply.status, reply.body.as_str()), (403, "error: uid 65534 is not allowed\n"));
+    }
+    // Root is allowed by default, on a connection of its own.
+    let mut conn = Http::connect(&path);
+    assert_eq!(conn.health().body, "ok");
+}
+
+/// Past `--max-connections` a new connection is answered 503 with `error: busy...` at once,
+/// before it sends a request; the connections held meanwhile are served, and once one closes
+/// there is room again.
+#[test]
+fn past_max_connections_a_client_gets_503_at_once_while_held_ones_are_served() {
+    let (_dir, path, _server) = start(&["--max-connections", "2"]);
+    let mut first = Http::connect(&path);
+    let mut second = Http::connect(&path);
+    assert_eq!(first.health().body, "ok");
+    assert_eq!(second.health().body, "ok");
+    // Sends nothing: the answer cannot be waiting for a request.
+    let started = Instant::now();
+    let mut third = Http::connect(&path);
+    third.stream.set_read_timeout(Some(AT_ONCE)).expect("set a read timeout");
+    let busy = third.reply();
+    assert!(started.elapsed() < AT_ONCE);
+    assert_eq!(busy.status, 503, "{busy:?}");
+    assert!(busy.body.starts_with("error: busy"), "{busy:?}");
+    assert!(third.closed_within(DEADLINE), "the busy connection stayed open");
+    if have_curl() {
+        let reply = curl(&path, &["http://localhost/upper", "-d", "hi"]);
+        assert_eq!(reply.status, 503, "{reply:?}");
+        assert!(reply.body.starts_with("error: busy"), "{reply:?}");
+    }
+    assert_eq!(first.health().body, "ok");
+    assert_eq!(second.health().body, "ok");
+    drop(first);
+    // The server notices the close and makes room; the next client is served.
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let mut next = Http::connect(&path);
+        if next.health().status == 200 {
+            break;
+        }
+        assert!(Instant::now() < end, "no room after a held connection closed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM while a slow chunked upload is in flight, a keep-alive connection is idle between
+/// requests and another has sent nothing yet: the idle ones are closed at once, the upload
+/// finishes and gets its 200, then the server removes its socket and exits 0.
+#[test]
+fn sigterm_finishes_an_in_flight_request_and_closes_idle_connections_at_once() {
+    let (_dir, path, mut server) = start(&["--grace-ms", "60000"]);
+    let mut idle = Http::connect(&path);
+    assert_eq!(idle.health().body, "ok");
+    let mut fresh = Http::connect(&path);
+    let mut upload = Http::connect(&path);
+    let head = "POST /upper HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n";
+    upload.send(format!("{head}Expect: 100-continue\r\n\r\n").as_bytes());
+    // hyper's go-ahead comes once the service reads the body: the request is in flight.
+    assert_eq!(upload.reply().status, 100);
+    upload.send(b"6\r\nin fli\r\n");
+    server.signal(Signal::TERM);
+    server.wait_for_line("lesson14-server: SIGTERM: shutting down");
+    assert!(idle.closed_within(AT_ONCE), "the idle keep-alive connection stayed open");
+    assert!(fresh.closed_within(AT_ONCE), "the connection with no request stayed open");
+    upload.send(b"3\r\nght\r\n0\r\n\r\n");
+    let reply = upload.reply();
+    assert_eq!((reply.status, reply.body.as_str()), (200, "IN FLIGHT"), "{reply:?}");
+    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
+    assert!(upload.closed_within(AT_ONCE));
+    let (status, output) = server.finish();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(!path.exists(), "the socket file is still there:\n{output}");
+}
+
+/// Lesson 06's abstract names still work: HTTP on `@name`, reached by the lesson's client and
+/// by curl's `--abstract-unix-socket`.
+#[test]
+fn an_abstract_name_serves_http_to_curl_and_the_client() {
+    let name = abstract_name("http");
+    let at = format!("@{name}");
+    let _server = Server::start(&server(), Path::new(&at), &[&at]);
+    let (code, stdout, stderr) = run_client(&[at.as_str(), "by name"]);
+    assert_eq!((code, stdout.as_str()), (Some(0), "BY NAME\n"), "{stderr}");
+    if have_curl() {
+        let max_time = DEADLINE.as_secs().to_string();
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", &max_time, "--abstract-unix-socket", &name])
+            .args(["http://localhost/upper", "-d", "by name"])
+            .output()
+            .expect("run curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "BY NAME", "{out:?}");
+    }
+}

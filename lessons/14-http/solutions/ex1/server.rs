@@ -154,7 +154,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // mode (and the group) can be set in between, with no window and no umask.
     let listener = match &path {
         Address::File(file) => {
-            let socket = UnixSocket::new_stream().context("socket")?;
+            let socket = UnixSocket::new_stream();
+            let socket = socket.with_context(|| format!("socket {}", path.display()))?;
             socket.bind(file).with_context(|| format!("bind {}", path.display()))?;
             match args.group {
                 Some(gid) => give_to_group(file, gid, mode)?,
@@ -367,9 +368,9 @@ impl Drop for RemoveOnDrop {
 // ANCHOR_END: socket_file
 
 // ANCHOR: group
-/// The backlog `listen` asks for: clients that may wait to be accepted (mio's, and tokio's
-/// `bind`; the kernel caps it at net.core.somaxconn).
-const BACKLOG: u32 = 1024;
+/// The backlog `listen` asks for, the clients that may wait to be accepted: as many as the
+/// kernel allows (it caps this at net.core.somaxconn), as std's and tokio's own `bind` ask.
+const BACKLOG: u32 = u32::MAX;
 
 /// Set the mode of the socket file, still unreachable: it is bound, not yet listening.
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {

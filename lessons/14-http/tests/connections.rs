@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::{
     Http, client, curl, curl_as_nobody, have_curl, open_to_nobody, run_client, server, start,
 };
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::Signal;
 use uds_test_support::{DEADLINE, Server, abstract_name, as_nobody, runnable_by_nobody};
 
@@ -77,6 +80,62 @@ fn past_max_connections_a_client_gets_503_at_once_while_held_ones_are_served() {
         }
         assert!(Instant::now() < end, "no room after a held connection closed");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client that sends request after request and never reads a response: once the socket's
+/// buffers are full the server's write waits for room, and after `--idle-timeout-ms` of that
+/// (hyper has no write timeout: the server's own) the connection is closed. With
+/// `--max-connections 1` the next client is then served, not answered 503.
+#[test]
+fn a_client_that_never_reads_is_closed_after_the_idle_timeout_and_frees_its_slot() {
+    let idle = Duration::from_millis(500);
+    let (_dir, path, _server) = start(&["--idle-timeout-ms", "500", "--max-connections", "1"]);
+    let greedy = UnixStream::connect(&path).expect("connect");
+    greedy.set_write_timeout(Some(Duration::from_millis(200))).expect("set a write timeout");
+    let body = "a".repeat(64 << 10);
+    let request = format!("POST /upper HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n{body}");
+    let mut written = 0usize;
+    // Until our write times out (the server stopped reading: its responses have no room) or
+    // fails (the server already closed).
+    while let Ok(n) = (&greedy).write(request.as_bytes()) {
+        written += n;
+        assert!(written < 256 << 20, "wrote {written} bytes and the buffers are not full");
+    }
+    let stalled = Instant::now();
+    let mut hangup = [PollFd::new(&greedy, PollFlags::empty())];
+    let timeout = Timespec::try_from(idle + AT_ONCE).expect("a timeout");
+    let _ = poll(&mut hangup, Some(&timeout));
+    let waited = stalled.elapsed();
+    assert!(hangup[0].revents().contains(PollFlags::HUP), "still open after {waited:?}");
+    let end = Instant::now() + AT_ONCE;
+    loop {
+        let mut next = Http::connect(&path);
+        let status = next.health().status;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < end, "{status}: the closed connection's slot was not freed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client that writes its whole request before it reads (as many do), with a body over
+/// `--max-body`: the 413 is decided from the Content-Length, and the body is never read. The
+/// server shuts down its side and reads and discards the rest before it closes, so the client's
+/// write completes and it reads the 413; a plain close would make its write fail (EPIPE) or
+/// its read a reset.
+#[test]
+fn a_client_that_sends_a_whole_oversized_request_before_reading_gets_the_413() {
+    let (_dir, path, _server) = start(&["--max-body", "1000"]);
+    let head = "POST /upper HTTP/1.1\r\nHost: x\r\nContent-Length: 600000\r\n\r\n";
+    let request = [head.as_bytes(), &[b'a'; 600_000]].concat();
+    for i in 0..5 {
+        let mut conn = Http::connect(&path);
+        if let Err(err) = conn.stream.write_all(&request) {
+            panic!("request {i}: the server closed before reading it: {err}");
+        }
+        assert_eq!(conn.reply().status, 413, "request {i}");
     }
 }
 

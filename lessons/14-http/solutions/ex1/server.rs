@@ -508,9 +508,18 @@ async fn serve(
     }
     // ANCHOR_END: peer
     let answered = AtomicU64::new(0);
+    // Set by a response that ends the connection (`closing`): the request's rest may be unread.
+    let lingering = AtomicBool::new(false);
     let service = service_fn(|request| {
         answered.fetch_add(1, Ordering::Relaxed);
-        answer(id, request, limits, refused, (uid, gid))
+        // Boxed: `poll_without_shutdown`, below, wants a future it may move.
+        Box::pin(async {
+            let response = answer(id, request, limits, refused, (uid, gid)).await;
+            if response.as_ref().is_ok_and(|response| response.headers().contains_key(CONNECTION)) {
+                lingering.store(true, Ordering::Relaxed);
+            }
+            response
+        })
     });
     // ANCHOR: serve_connection
     let mut http = http1::Builder::new();

@@ -675,7 +675,8 @@ const MIN_BUF_SIZE: usize = 8192;
 /// CRLF)? Measured on what hyper parsed: the method, target and version; a header's name,
 /// `: ` and value (spaces around the value are not kept, so not counted).
 fn too_long(request: &Request<Incoming>, max_line: usize) -> Option<String> {
-    let target = request.uri().path_and_query().map_or(1, |target| target.as_str().len());
+    // The target whole: `/health?q`, or `http://host/health?q` in the absolute form.
+    let target = request.uri().to_string().len();
     // `GET /health HTTP/1.1`: two spaces, and eight bytes of version.
     if request.method().as_str().len() + target + 10 > max_line {
         return Some(format!("the request line is longer than {max_line} bytes"));

@@ -167,6 +167,27 @@ impl Http {
         reply
     }
 
+    /// One response, or None if the connection ends (EOF, a reset) before a whole one came.
+    pub fn try_reply(&mut self) -> Option<Reply> {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let mut reply = Reply { status: status_code(&head), head, body: String::new() };
+        let length = reply.header("content-length").map_or(0, |n| n.parse().expect("a length"));
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).ok()?;
+        reply.body = String::from_utf8(body).expect("a UTF-8 body");
+        Some(reply)
+    }
+
     /// `GET /health`, keeping the connection alive; its response.
     pub fn health(&mut self) -> Reply {
         self.send(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n");

@@ -16,7 +16,9 @@ use common::{
 };
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::Signal;
-use uds_test_support::{DEADLINE, Server, abstract_name, as_nobody, runnable_by_nobody};
+use uds_test_support::{
+    DEADLINE, Server, abstract_name, as_nobody, have_tool, is_root, runnable_by_nobody,
+};
 
 /// "At once": generous for a loaded CI machine, far below the grace periods set here.
 const AT_ONCE: Duration = Duration::from_secs(2);
@@ -42,6 +44,42 @@ fn a_refused_uid_gets_403_with_the_reason() {
     // Root is allowed by default, on a connection of its own.
     let mut conn = Http::connect(&path);
     assert_eq!(conn.health().body, "ok");
+}
+
+/// A refused uid whose client writes its whole request, a body of 600 000 bytes, before it
+/// reads (Python's `sendall`, then `recv`, as `nobody`): the 403 is decided before the body
+/// is read, and the server reads and discards the rest before it closes, so the client reads
+/// the 403 instead of a broken pipe.
+#[test]
+fn a_refused_uid_that_sends_a_whole_large_request_first_reads_the_403() {
+    if !is_root()
+        || !have_tool("setpriv", "apt-get install -y util-linux")
+        || !have_tool("python3", "apt-get install -y python3")
+    {
+        return;
+    }
+    let (_dir, path, _server) = start(&["--mode", "0666"]);
+    open_to_nobody(&path);
+    let script = "import socket, sys\n\
+        s = socket.socket(socket.AF_UNIX)\n\
+        s.settimeout(10)\n\
+        s.connect(sys.argv[1])\n\
+        s.sendall(b'POST /upper HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 600000\\r\\n\\r\\n' \
+        + b'a' * 600000)\n\
+        reply = b''\n\
+        while chunk := s.recv(65536):\n    reply += chunk\n\
+        print(reply.split(b'\\r\\n')[0].decode())\n";
+    // The system's python3: one on root's PATH may be out of nobody's reach (pyenv's shims
+    // under /root, say).
+    let out = as_nobody(Path::new("python3"))
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .args(["-c", script])
+        .arg(&path)
+        .output()
+        .expect("run python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HTTP/1.1 403 Forbidden\n", "{stderr}");
 }
 
 /// Past `--max-connections` a new connection is answered 503 with `error: busy...` at once,

@@ -70,7 +70,7 @@ struct Args {
     #[arg(long, value_name = "GID")]
     allow_gid: Vec<u32>,
     /// Close a connection that sends no complete request head for N ms (idle between requests
-    /// too), or no complete body for as long
+    /// too), no complete body for as long, or reads no response for as long
     #[arg(long, value_name = "N", default_value_t = 30_000, value_parser = parse_timeout_ms)]
     idle_timeout_ms: u64,
     /// The longest request line or header line, not counting its CRLF; longer is 431

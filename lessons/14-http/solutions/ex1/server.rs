@@ -529,13 +529,14 @@ async fn serve(
     // The head as a whole is buffered before we see a line of it: hyper bounds it (431).
     let head = limits.max_line.saturating_mul(HEAD_LINES);
     http.max_header_size(head).max_buf_size(head.max(MIN_BUF_SIZE));
-    // TokioIo: hyper has Read and Write traits of its own; this adapts tokio's stream to them.
+    // Writes bounded by the idle timeout, which hyper has no setting for (see `WriteDeadline`).
     let stream = WriteDeadline { stream, limit: limits.idle, stalled: None };
+    // TokioIo: hyper has Read and Write traits of its own; this adapts tokio's stream to them.
     let mut connection = http.serve_connection(TokioIo::new(stream), service);
-    // Without shutdown: at its end the connection hands the stream back, for `linger`.
     let mut cancelled = pin!(stop.cancelled());
     // The connection first, then the token, each time the task wakes: a request already in the
     // socket when the token is cancelled is read, and so is in flight, before hyper is told.
+    // Without shutdown: at its end the connection hands the stream back, for `linger`.
     let served = poll_fn(|cx| match connection.poll_without_shutdown(cx) {
         Poll::Ready(served) => Poll::Ready(Some(served)),
         Poll::Pending => cancelled.as_mut().poll(cx).map(|()| None),

@@ -331,6 +331,56 @@ fn a_client_that_never_reads_is_cut_off_by_the_write_timeout() {
     drop(greedy);
 }
 
+/// A client that sends lines and never reads, then a line over `--max-line`: once its replies
+/// have filled the server's send buffer to the brim, the `error: ` line that refuses the long
+/// line has no room either. That write must end too (lesson 07: the socket's write timeout,
+/// the idle timeout; lesson 13: a second, as the drain), or the connection is held forever.
+/// How many replies fit is the kernel's business (each write costs a buffer of its own), so a
+/// first client measures it by sending lines one at a time until a reply no longer arrives;
+/// the next ones send that many lines, give or take one, and then the long line. Each is
+/// closed (POLLHUP: the server let go of it) within the idle timeout and the slack, though it
+/// never reads a byte, and others are served meanwhile.
+#[test]
+fn a_client_that_never_reads_and_is_cut_off_by_the_line_limit_is_closed_in_time() {
+    let dir = temp_dir();
+    let idle = Duration::from_millis(500);
+    let (path, _server) = start(dir.path(), &["--idle-timeout-ms", "500", "--max-line", "10"]);
+    let probe = connect(&path);
+    let mut fit = 0u64;
+    'lines: loop {
+        (&probe).write_all(b"a\n").expect("send a line");
+        let arrives_by = Instant::now() + Duration::from_millis(200);
+        while rustix::io::ioctl_fionread(&probe).expect("FIONREAD") < 2 * (fit + 1) {
+            if Instant::now() > arrives_by {
+                break 'lines;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        fit += 1;
+        assert!(fit < 100_000, "{fit} replies and the server's send buffer is not full");
+    }
+    let long = b"x".repeat(20);
+    let greedy: Vec<UnixStream> = (fit.saturating_sub(1)..=fit + 1)
+        .map(|lines| {
+            let stream = connect(&path);
+            let lines = usize::try_from(lines).expect("a line count");
+            (&stream).write_all(&[b"a\n".repeat(lines), long.clone()].concat()).expect("send");
+            stream
+        })
+        .collect();
+    let started = Instant::now();
+    assert_eq!(exchange(&path, b"meanwhile\n"), b"MEANWHILE\n");
+    for (i, stream) in greedy.iter().enumerate() {
+        let mut hangup = [PollFd::new(stream, PollFlags::empty())];
+        let left = (idle + SLACK).saturating_sub(started.elapsed());
+        let timeout = Timespec::try_from(left).expect("a timeout");
+        let _ = poll(&mut hangup, Some(&timeout));
+        let closed = hangup[0].revents().contains(PollFlags::HUP);
+        assert!(closed, "client {i} ({fit} replies fit) still held after {:?}", started.elapsed());
+    }
+    drop(probe);
+}
+
 /// A client that reads its replies slowly but steadily (64 KiB every 100 ms) is cut off at the
 /// idle timeout (300 ms) once one reply (1 MiB) takes longer than that to go out: the deadline
 /// covers each exchange, a line in and its reply out. A timeout on each `write` would not do:

@@ -1,6 +1,7 @@
 //! Lesson 13's one idea: a connection costs a task, not a thread. 10 000 clients connected and
-//! idle at once are all held open by lesson13-server, which runs its two runtime workers and
-//! its main thread and no more; each of them is still served afterwards. (Lesson 07's behaviour
+//! idle at once are all held open by lesson13-server, which runs its two runtime workers, its
+//! main thread and at most a few threads of tokio's blocking pool: no more than 16 in all, far
+//! below one per connection; each of them is still served afterwards. (Lesson 07's behaviour
 //! suite runs against this server in behaviour.rs.)
 
 use std::io::{BufRead, BufReader, Write};

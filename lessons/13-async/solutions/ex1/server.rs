@@ -137,7 +137,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // mode (and the group) can be set in between, with no window and no umask.
     let listener = match &path {
         Address::File(file) => {
-            let socket = UnixSocket::new_stream().context("socket")?;
+            let socket = UnixSocket::new_stream();
+            let socket = socket.with_context(|| format!("socket {}", path.display()))?;
             socket.bind(file).with_context(|| format!("bind {}", path.display()))?;
             match args.group {
                 Some(gid) => give_to_group(file, gid, mode)?,
@@ -567,8 +568,13 @@ async fn cut_off(stream: &mut UnixStream, reason: String) -> anyhow::Error {
 /// does that) before it reads our line, and as its lines lie unread the close is a reset:
 /// one that reads gets ECONNRESET, not our line and EOF.
 async fn refuse(stream: &mut UnixStream, reason: &str) -> anyhow::Result<()> {
-    // One `write` for the whole line, so a client that reads once gets all of it.
-    stream.write_all(format!("error: {reason}\n").as_bytes()).await.context("write")?;
+    // One `write` for the whole line, so a client that reads once gets all of it. Bounded as
+    // the drain is: a client that reads nothing may have left no room for it, ever.
+    let line = format!("error: {reason}\n");
+    match timeout(DRAIN, stream.write_all(line.as_bytes())).await {
+        Ok(written) => written.context("write")?,
+        Err(_elapsed) => bail!("write: timed out"),
+    }
     stream.shutdown().await.context("shutdown")?;
     // On the heap, for the drain only: an array here would be part of every connection's task
     // (a future holds what lives across an `.await`), idle or not: 4 KiB more per connection.
@@ -577,7 +583,10 @@ async fn refuse(stream: &mut UnixStream, reason: &str) -> anyhow::Result<()> {
         // EOF, or the client is gone: done.
         while let Ok(1..) = stream.read(&mut discard).await {}
     };
-    let _ = timeout(Duration::from_secs(1), drain).await; // or the second is up
+    let _ = timeout(DRAIN, drain).await; // or the second is up
     Ok(())
 }
+
+/// How long `refuse` waits for room for its line, and then for the client to finish sending.
+const DRAIN: Duration = Duration::from_secs(1);
 // ANCHOR_END: refuse

@@ -13,13 +13,15 @@
 
 use std::convert::Infallible;
 use std::fs;
-use std::io::{self, ErrorKind, Write};
+use std::future::{Future, poll_fn};
+use std::io::{self, ErrorKind, IoSlice, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::process::{self, ExitCode};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{self, Poll};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -36,11 +38,11 @@ use lesson14::{
     Address, SOCKET_NAME, connect_within, default_socket_dir, linux_only, parse_timeout_ms,
 };
 use rustix::process::{Gid, getuid};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{UnixListener, UnixSocket, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::{sleep, timeout};
+use tokio::time::{Sleep, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -68,7 +70,7 @@ struct Args {
     #[arg(long, value_name = "GID")]
     allow_gid: Vec<u32>,
     /// Close a connection that sends no complete request head for N ms (idle between requests
-    /// too), or no complete body for as long
+    /// too), no complete body for as long, or reads no response for as long
     #[arg(long, value_name = "N", default_value_t = 30_000, value_parser = parse_timeout_ms)]
     idle_timeout_ms: u64,
     /// The longest request line or header line, not counting its CRLF; longer is 431
@@ -154,7 +156,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // mode (and the group) can be set in between, with no window and no umask.
     let listener = match &path {
         Address::File(file) => {
-            let socket = UnixSocket::new_stream().context("socket")?;
+            let socket = UnixSocket::new_stream();
+            let socket = socket.with_context(|| format!("socket {}", path.display()))?;
             socket.bind(file).with_context(|| format!("bind {}", path.display()))?;
             match args.group {
                 Some(gid) => give_to_group(file, gid, mode)?,
@@ -367,9 +370,9 @@ impl Drop for RemoveOnDrop {
 // ANCHOR_END: socket_file
 
 // ANCHOR: group
-/// The backlog `listen` asks for: clients that may wait to be accepted (mio's, and tokio's
-/// `bind`; the kernel caps it at net.core.somaxconn).
-const BACKLOG: u32 = 1024;
+/// The backlog `listen` asks for, the clients that may wait to be accepted: as many as the
+/// kernel allows (it caps this at net.core.somaxconn), as std's and tokio's own `bind` ask.
+const BACKLOG: u32 = u32::MAX;
 
 /// Set the mode of the socket file, still unreachable: it is bound, not yet listening.
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
@@ -505,9 +508,18 @@ async fn serve(
     }
     // ANCHOR_END: peer
     let answered = AtomicU64::new(0);
+    // Set by a response that ends the connection (`closing`): the request's rest may be unread.
+    let lingering = AtomicBool::new(false);
     let service = service_fn(|request| {
         answered.fetch_add(1, Ordering::Relaxed);
-        answer(id, request, limits, refused)
+        // Boxed: `poll_without_shutdown`, below, wants a future it may move.
+        Box::pin(async {
+            let response = answer(id, request, limits, refused).await;
+            if response.as_ref().is_ok_and(|response| response.headers().contains_key(CONNECTION)) {
+                lingering.store(true, Ordering::Relaxed);
+            }
+            response
+        })
     });
     // ANCHOR: serve_connection
     let mut http = http1::Builder::new();
@@ -517,18 +529,32 @@ async fn serve(
     // The head as a whole is buffered before we see a line of it: hyper bounds it (431).
     let head = limits.max_line.saturating_mul(HEAD_LINES);
     http.max_header_size(head).max_buf_size(head.max(MIN_BUF_SIZE));
+    // Writes bounded by the idle timeout, which hyper has no setting for (see `WriteDeadline`).
+    let stream = WriteDeadline { stream, limit: limits.idle, stalled: None };
     // TokioIo: hyper has Read and Write traits of its own; this adapts tokio's stream to them.
-    let connection = http.serve_connection(TokioIo::new(stream), service);
-    let mut connection = pin!(connection);
-    let served = match stop.run_until_cancelled(connection.as_mut()).await {
+    let mut connection = http.serve_connection(TokioIo::new(stream), service);
+    let mut cancelled = pin!(stop.cancelled());
+    // The connection first, then the token, each time the task wakes: a request already in the
+    // socket when the token is cancelled is read, and so is in flight, before hyper is told.
+    // Without shutdown: at its end the connection hands the stream back, for `linger`.
+    let served = poll_fn(|cx| match connection.poll_without_shutdown(cx) {
+        Poll::Ready(served) => Poll::Ready(Some(served)),
+        Poll::Pending => cancelled.as_mut().poll(cx).map(|()| None),
+    });
+    let served = match served.await {
         Some(served) => served,
         // Shutting down: no more requests here. hyper closes an idle connection now (one that
         // has not sent a byte yet too), and one with a request in flight once it is answered.
         None => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+            Pin::new(&mut connection).graceful_shutdown();
+            poll_fn(|cx| connection.poll_without_shutdown(cx)).await
         }
     };
+    // A response that closed the connection may have left the request's body unread: close
+    // as `refuse` does, so the client reads the response instead of a reset.
+    if served.is_ok() && lingering.load(Ordering::Relaxed) {
+        let _ = linger(&mut connection.into_parts().io.into_inner().stream).await;
+    }
     // ANCHOR_END: serve_connection
     let answered = answered.load(Ordering::Relaxed);
     match served {
@@ -537,7 +563,10 @@ async fn serve(
             "lesson14-server: connection {id}: no request in {} ms, closed; requests: {answered}",
             limits.idle.as_millis()
         ),
-        Err(err) => eprintln!("lesson14-server: connection {id}: {err}; requests: {answered}"),
+        Err(err) => {
+            let err = anyhow::Error::from(err); // `{:#}`: hyper's words and the cause under them
+            eprintln!("lesson14-server: connection {id}: {err:#}; requests: {answered}");
+        }
     }
 }
 // ANCHOR_END: serve
@@ -652,7 +681,8 @@ const MIN_BUF_SIZE: usize = 8192;
 /// CRLF)? Measured on what hyper parsed: the method, target and version; a header's name,
 /// `: ` and value (spaces around the value are not kept, so not counted).
 fn too_long(request: &Request<Incoming>, max_line: usize) -> Option<String> {
-    let target = request.uri().path_and_query().map_or(1, |target| target.as_str().len());
+    // The target whole: `/health?q`, or `http://host/health?q` in the absolute form.
+    let target = request.uri().to_string().len();
     // `GET /health HTTP/1.1`: two spaces, and eight bytes of version.
     if request.method().as_str().len() + target + 10 > max_line {
         return Some(format!("the request line is longer than {max_line} bytes"));
@@ -672,8 +702,18 @@ fn too_long(request: &Request<Incoming>, max_line: usize) -> Option<String> {
 /// reads, and one that finds the connection closed stops at EPIPE ("Send failure: Broken
 /// pipe", says curl) without reading our response.
 async fn refuse(stream: &mut UnixStream, response: &str) -> anyhow::Result<()> {
-    // One `write` for the whole response, so a client that reads once gets all of it.
-    stream.write_all(response.as_bytes()).await.context("write")?;
+    // One `write` for the whole response, so a client that reads once gets all of it. Bounded
+    // as the drain is: a client that reads nothing may have left no room for it, ever.
+    match timeout(DRAIN, stream.write_all(response.as_bytes())).await {
+        Ok(written) => written.context("write")?,
+        Err(_elapsed) => bail!("write: timed out"),
+    }
+    linger(stream).await
+}
+
+/// The end of `refuse`, and of a connection that hyper ended with a closing response: shut
+/// down our side, then read and discard what the client still sends, for up to a second.
+async fn linger(stream: &mut UnixStream) -> anyhow::Result<()> {
     stream.shutdown().await.context("shutdown")?;
     // On the heap, for the drain only: an array here would be part of each busy connection's
     // task (a future holds what lives across an `.await`), 4 KiB more for each.
@@ -682,7 +722,91 @@ async fn refuse(stream: &mut UnixStream, response: &str) -> anyhow::Result<()> {
         // EOF, or the client is gone: done.
         while let Ok(1..) = stream.read(&mut discard).await {}
     };
-    let _ = timeout(Duration::from_secs(1), drain).await; // or the second is up
+    let _ = timeout(DRAIN, drain).await; // or the second is up
     Ok(())
 }
+
+/// How long `refuse` waits for room for its response, and then for the client to finish.
+const DRAIN: Duration = Duration::from_secs(1);
 // ANCHOR_END: refuse
+
+// ANCHOR: write_deadline
+/// The stream hyper serves, with a limit on writing: a write (or flush) that has waited
+/// `limit` for room fails with TimedOut, and hyper ends the connection. hyper has no write
+/// timeout, and `header_read_timeout` stops once a request's head is in, so without this a
+/// client that sends requests and never reads the responses would keep its slot for ever.
+/// The clock restarts whenever a write goes through: lesson 05's rule, a client that "reads
+/// no reply for as long" as the idle timeout is closed.
+struct WriteDeadline {
+    stream: UnixStream,
+    limit: Duration,
+    /// Running while a write waits for room; none while writes go through.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl WriteDeadline {
+    /// Pass on what the stream said, but after `limit` of Pending, fail.
+    fn limit<T>(
+        &mut self,
+        cx: &mut task::Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let limit = self.limit;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                let why = format!("no room to write for {} ms", limit.as_millis());
+                Poll::Ready(Err(io::Error::new(ErrorKind::TimedOut, why)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.limit(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.limit(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.limit(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+// ANCHOR_END: write_deadline

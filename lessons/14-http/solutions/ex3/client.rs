@@ -86,11 +86,16 @@ fn run() -> anyhow::Result<ExitCode> {
     // One connection and one request at a time: a runtime on this thread is all it takes.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build();
     let runtime = runtime.context("start the runtime")?;
+    let shown = path.display();
     let requests = match &args.get {
         Some(target) => {
-            vec![Request::get(target.as_str()).header(HOST, "localhost").body(Full::default())?]
+            let request = Request::get(target.as_str()).header(HOST, "localhost");
+            vec![request.body(Full::default()).with_context(|| format!("GET {shown}"))?]
         }
-        None => args.message.iter().map(|message| post(message)).collect::<Result<_, _>>()?,
+        None => {
+            let requests = args.message.iter().map(|message| post(message));
+            requests.collect::<Result<_, _>>().with_context(|| format!("POST {shown}"))?
+        }
     };
     runtime.block_on(post_each(stream, &path, requests, timeout))
     // ANCHOR_END: runtime
@@ -120,7 +125,8 @@ async fn post_each(
     let stream = stream.with_context(|| format!("set up {shown}"))?;
     // HTTP/1.1 on the stream: `sender` hands requests over; `connection` reads and writes the
     // bytes, as a task of its own, until `sender` is dropped.
-    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    let handshake = http1::handshake(TokioIo::new(stream)).await;
+    let (mut sender, connection) = handshake.with_context(|| format!("connect {shown}"))?;
     tokio::spawn(connection);
     for request in requests {
         let method = request.method().clone();

@@ -103,7 +103,8 @@ async fn post_each(
     let stream = stream.with_context(|| format!("set up {shown}"))?;
     // HTTP/1.1 on the stream: `sender` hands requests over; `connection` reads and writes the
     // bytes, as a task of its own, until `sender` is dropped.
-    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    let handshake = http1::handshake(TokioIo::new(stream)).await;
+    let (mut sender, connection) = handshake.with_context(|| format!("connect {shown}"))?;
     tokio::spawn(connection);
     // ANCHOR_END: handshake
     for message in messages {
@@ -112,7 +113,8 @@ async fn post_each(
         let request = Request::post("/upper")
             .header(HOST, "localhost")
             .header(CONTENT_TYPE, "text/plain")
-            .body(Full::new(Bytes::from(message.clone())))?;
+            .body(Full::new(Bytes::from(message.clone())))
+            .with_context(|| format!("POST {shown}"))?;
         let exchange = async {
             sender.ready().await?; // the previous response is done: the connection is free
             let response = sender.send_request(request).await?;

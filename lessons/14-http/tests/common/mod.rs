@@ -149,11 +149,19 @@ impl Http {
 
     /// Read one response: its head, then a body of its Content-Length.
     pub fn reply(&mut self) -> Reply {
+        let reply = self.try_reply();
+        reply.expect("a whole response, but the connection ended (EOF, a reset, the deadline)")
+    }
+
+    /// One response, or None if the connection ends (EOF, a reset, the read deadline) before a
+    /// whole one came.
+    pub fn try_reply(&mut self) -> Option<Reply> {
         let mut head = String::new();
         loop {
             let mut line = String::new();
-            let n = self.reader.read_line(&mut line).expect("read a response line");
-            assert!(n > 0, "the server closed the connection mid-response: {head:?}");
+            if self.reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
             if line == "\r\n" {
                 break;
             }
@@ -162,9 +170,9 @@ impl Http {
         let mut reply = Reply { status: status_code(&head), head, body: String::new() };
         let length = reply.header("content-length").map_or(0, |n| n.parse().expect("a length"));
         let mut body = vec![0; length];
-        self.reader.read_exact(&mut body).expect("read the body");
+        self.reader.read_exact(&mut body).ok()?;
         reply.body = String::from_utf8(body).expect("a UTF-8 body");
-        reply
+        Some(reply)
     }
 
     /// `GET /health`, keeping the connection alive; its response.

@@ -267,8 +267,6 @@ const SD_LISTEN_FDS_START: i32 = 3;
 /// The listening socket a service manager handed us, if it did (socket activation): fd 3,
 /// when `LISTEN_PID` is our pid and `LISTEN_FDS` is 1 or more. We serve on the first only.
 fn take_listen_fd() -> anyhow::Result<Option<UnixListener>> {
-    // LISTEN_PID: the variables are for the process the manager started, not for whatever
-    // inherits its environment later (a child of ours, a shell it runs).
     // Unset is "not activated"; set to something that is no number is a broken unit or
     // script, and an error (sd_listen_fds(3) returns -EINVAL), not a quiet bind of our own.
     let number = |name| match env::var_os(name) {
@@ -278,6 +276,8 @@ fn take_listen_fd() -> anyhow::Result<Option<UnixListener>> {
             None => Err(anyhow!("take fd 3: {name}={}: not a number", value.display())),
         },
     };
+    // LISTEN_PID: the variables are for the process the manager started, not for whatever
+    // inherits its environment later (a child of ours, a shell it runs).
     if number("LISTEN_PID")? != Some(process::id()) || number("LISTEN_FDS")?.unwrap_or(0) == 0 {
         return Ok(None);
     }
@@ -287,9 +287,7 @@ fn take_listen_fd() -> anyhow::Result<Option<UnixListener>> {
         if fs::symlink_metadata("/proc/self/fd").is_ok() {
             bail!("take fd 3: LISTEN_FDS is set, but fd 3 is not open");
         }
-        bail!(
-            "take fd 3: cannot see whether fd 3 is open: /proc/self/fd/3: {error} (is /proc mounted?)"
-        );
+        bail!("take fd 3: is it open? /proc/self/fd/3: {error} (is /proc mounted?)");
     }
     // SAFETY: `from_raw_fd` needs fd 3 to be open and owned by nothing else in this process.
     // It is open: checked just above. It is ours: LISTEN_PID names this process, and by the

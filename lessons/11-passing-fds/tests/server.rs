@@ -17,7 +17,8 @@ use assert_cmd::cargo::cargo_bin;
 use common::{
     HELLO, ROOM_FOR_ONE, ask, ask_then_eof, assert_refused, connect, receive, serve_files,
 };
-use uds_test_support::{DEADLINE, have_tool, open_fd_count, wait_until};
+use rustix::process::{Pid, Signal, kill_process};
+use uds_test_support::{DEADLINE, Server, have_tool, open_fd_count, temp_dir, wait_until};
 
 fn server() -> &'static Path {
     cargo_bin!("lesson11-server")
@@ -96,6 +97,80 @@ fn a_missing_file_is_refused() {
     let served = serve_files(server(), &[]);
     let reply = ask(&served.path, b"missing.txt\n", ROOM_FOR_ONE);
     assert_refused(&reply, "open missing.txt: No such file or directory (os error 2)");
+}
+
+/// A client's bytes are shown escaped, never raw, in the reply and in the log: an escape
+/// character (the start of a terminal's control sequence) is `\x1b`, a newline `\n`.
+#[test]
+fn a_name_with_an_escape_byte_is_shown_escaped() {
+    let mut served = serve_files(server(), &[]);
+    fs::write(served.files.join("\x1b[31mred.txt"), HELLO).expect("write a file");
+    assert_eq!(ask(&served.path, b"\x1b[31mred.txt\n", ROOM_FOR_ONE).read_file(), HELLO);
+    served.server.wait_for_line(r"lesson11-server: connection 1: sent \x1b[31mred.txt");
+    let reply = ask(&served.path, b"\x1b[2Jgone\r\n", ROOM_FOR_ONE);
+    let missing = r"open \x1b[2Jgone\r: No such file or directory (os error 2)";
+    assert_refused(&reply, missing);
+    served.server.wait_for_line(&format!("lesson11-server: connection 2: refused: {missing}"));
+}
+
+/// A long name is shown cut short (its first 64 bytes, then `…`), escaped: the `error: ` line
+/// stays one short line, whole in one read, however many bytes the name took to show.
+#[test]
+fn a_long_name_is_shown_cut_short_in_one_whole_line() {
+    let served = serve_files(server(), &[]);
+    let name = [&[0x1b; 3000][..], b"/\n"].concat();
+    let reply = ask(&served.path, &name, ROOM_FOR_ONE);
+    let shown = r"\x1b".repeat(64);
+    assert_refused(&reply, &format!("\"{shown}…\" is not a file name"));
+    assert!(reply.bytes.len() < 400, "{} bytes: {:?}", reply.bytes.len(), reply.text());
+}
+
+/// The server opens the file close-on-exec (O_CLOEXEC), so that no program it might start would
+/// inherit it. The flag is on the server's own descriptor, which never leaves the server (the
+/// client's copy has flags of its own): strace sees it where it is set, in the `openat` call.
+#[test]
+fn the_server_opens_the_file_close_on_exec() {
+    if !have_tool("strace", "apt-get install -y strace") {
+        return;
+    }
+    let dir = temp_dir();
+    let (files, path, trace) =
+        (dir.path().join("files"), dir.path().join("lesson11.sock"), dir.path().join("trace"));
+    fs::create_dir(&files).expect("mkdir files");
+    fs::write(files.join("hello.txt"), HELLO).expect("write hello.txt");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-e", "trace=openat", "-o"]).arg(&trace).arg(server()).arg(&path);
+    cmd.arg("--dir").arg(&files);
+    let strace = Server::start_cmd(cmd, &path);
+    // Killing strace would only detach it: the server, its child, is killed on drop too.
+    let _server = KillOnDrop(child_of(strace.pid()));
+    assert_eq!(ask(&path, b"hello.txt\n", ROOM_FOR_ONE).read_file(), HELLO);
+    let mut opened = String::new();
+    wait_until("strace shows the openat of hello.txt", || {
+        let trace = fs::read_to_string(&trace).expect("read the trace");
+        let line = trace.lines().find(|line| line.contains(r#", "hello.txt", "#));
+        opened = line.unwrap_or_default().to_owned();
+        !opened.is_empty()
+    });
+    assert!(opened.contains("O_CLOEXEC"), "opened without O_CLOEXEC: {opened}");
+}
+
+/// The one child of `pid` (the server strace runs), from /proc.
+fn child_of(pid: Pid) -> Pid {
+    let raw = pid.as_raw_nonzero();
+    let children = fs::read_to_string(format!("/proc/{raw}/task/{raw}/children"));
+    let children = children.expect("read the children of strace");
+    let child = children.trim().parse().expect("one child pid");
+    Pid::from_raw(child).expect("a pid")
+}
+
+/// Kills the process when dropped, however the test ends.
+struct KillOnDrop(Pid);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = kill_process(self.0, Signal::KILL);
+    }
 }
 
 /// A request is at most 4096 bytes, its newline included: past that (with or without a newline

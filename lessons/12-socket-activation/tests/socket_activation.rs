@@ -220,6 +220,39 @@ fn an_abstract_name_is_served_and_shown_with_an_at() {
     server.wait_for_line(&format!("listening on {at}"));
 }
 
+/// With two sockets (`-l` twice: `LISTEN_FDS=2`, fds 3 and 4) the server serves on the first.
+#[test]
+fn with_listen_fds_2_the_server_serves_on_fd_3() {
+    if !have_activate() {
+        return;
+    }
+    let dir = temp_dir();
+    let (first, second) = (dir.path().join("first.sock"), dir.path().join("second.sock"));
+    let (first_shown, second_shown) = (first.to_string_lossy(), second.to_string_lossy());
+    let mut tool = start_tool(activate(&["-l", &first_shown, "-l", &second_shown], &[]), &first);
+    tool.wait_for_line(&format!("Listening on {} as 4.", second.display()));
+    assert_eq!(Conn::connect(&first).ask("first of two"), "FIRST OF TWO\n");
+    tool.wait_for_line(&format!("listening on {}", first.display()));
+}
+
+/// The manager cleared close-on-exec on fd 3 so that it would survive the exec of the server;
+/// the server sets it again: O_CLOEXEC (octal 02000000) in the flags of /proc/PID/fdinfo/3.
+#[test]
+fn fd_3_of_an_activated_server_is_close_on_exec() {
+    if !have_activate() {
+        return;
+    }
+    let (_dir, path, mut server) = activate_in_temp_dir(&[], &[]);
+    let mut client = Conn::connect(&path);
+    assert_eq!(client.ask("cloexec"), "CLOEXEC\n");
+    server.wait_for_line(&format!("listening on {}", path.display()));
+    let fdinfo = format!("/proc/{}/fdinfo/3", server.pid().as_raw_nonzero());
+    let info = fs::read_to_string(&fdinfo).expect("read fdinfo of fd 3");
+    let flags = info.lines().find_map(|line| line.strip_prefix("flags:")).expect("a flags line");
+    let flags = u32::from_str_radix(flags.trim(), 8).expect("octal flags");
+    assert_ne!(flags & 0o2000000, 0, "fd 3 is inheritable: {fdinfo}:\n{info}");
+}
+
 /// The server exits 1, and its last words (after the tool's, if any) are the one line that
 /// names what fd 3 is.
 fn assert_refused_as(server: Server, kind: &str) {
@@ -257,10 +290,35 @@ fn a_seqpacket_socket_at_fd_3_is_refused() {
 /// `sh -c 'LISTEN_PID=$$ LISTEN_FDS=1 exec SERVER' 3<...`: the shell's pid becomes the server's,
 /// and fd 3 is whatever the redirection `fd3` (`3<FILE`, `3<&-`) makes it.
 fn with_fd3(fd3: &str, server_args: &[&str]) -> Command {
-    let script = format!(r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@" {fd3}"#);
+    with_env_and_fd3("LISTEN_PID=$$ LISTEN_FDS=1", fd3, server_args)
+}
+
+/// `with_fd3` with the assignments `env` (`$$` is the server's pid) in place of the usual two.
+fn with_env_and_fd3(env: &str, fd3: &str, server_args: &[&str]) -> Command {
+    let script = format!(r#"{env} exec "$0" "$@" {fd3}"#);
     let mut cmd = Command::new("sh");
     cmd.args(["-c", &script]).arg(server()).args(server_args);
     cmd
+}
+
+/// A LISTEN_PID or LISTEN_FDS that is set but no number is a broken unit or script: exit 1 and
+/// say which (as sd_listen_fds(3) returns -EINVAL), rather than quietly bind a socket of our own.
+#[test]
+fn a_listen_pid_or_listen_fds_that_is_not_a_number_is_an_error() {
+    let dir = temp_dir();
+    let path = dir.path().join("lesson12.sock");
+    let shown = path.to_string_lossy();
+    for (env, line) in [
+        ("LISTEN_PID=$$ LISTEN_FDS=two", "LISTEN_FDS=two: not a number"),
+        ("LISTEN_PID=me LISTEN_FDS=1", "LISTEN_PID=me: not a number"),
+        ("LISTEN_PID=$$ LISTEN_FDS=", "LISTEN_FDS=: not a number"),
+    ] {
+        let cmd = with_env_and_fd3(env, "3</dev/null", &[&shown]);
+        let (status, output) = Server::spawn_cmd(cmd, &path).finish();
+        assert_eq!(status.code(), Some(1), "{env}: {output}");
+        assert_eq!(output, format!("lesson12-server: take fd 3: {line}\n"), "{env}");
+        assert!(!path.exists(), "{env}: bound a socket of its own");
+    }
 }
 
 /// A file at fd 3 (a `.socket` unit with `ListenFIFO=`-style mistakes, or a stray redirection)
@@ -270,7 +328,8 @@ fn a_regular_file_at_fd_3_is_refused_and_left_untouched() {
     let dir = temp_dir();
     let file = dir.path().join("not-a-socket.txt");
     fs::write(&file, "keep me\n").expect("write the file");
-    let server = Server::spawn_cmd(with_fd3(&format!("3<'{}'", file.display()), &[]), &file);
+    // `3<>`: open for writing too, so that a server that wrote to fd 3 would be caught.
+    let server = Server::spawn_cmd(with_fd3(&format!("3<>'{}'", file.display()), &[]), &file);
     assert_refused_as(server, "a regular file");
     assert_eq!(fs::read_to_string(&file).expect("read the file"), "keep me\n");
 }

@@ -109,10 +109,13 @@ fn run() -> anyhow::Result<ExitCode> {
     let mut file = File::from(file);
     let mut stdout = io::stdout().lock();
     let copied = io::copy(&mut file, &mut stdout).and_then(|_| stdout.flush());
-    copied.with_context(|| format!("copy {} to stdout", name.to_string_lossy()))?;
+    copied.with_context(|| format!("copy {} to stdout", name.as_bytes().escape_ascii()))?;
     // ANCHOR_END: copy
     Ok(ExitCode::SUCCESS)
 }
+
+/// The longest `error: ` line we read: a server that never stops sending cannot fill memory.
+const MAX_ERROR: u64 = 64 * 1024;
 
 // ANCHOR: receive
 /// The server's reply: `ok\n` with the file's descriptor attached, or an `error: ` line (then
@@ -148,7 +151,17 @@ fn receive_file(stream: &UnixStream, path: &Path) -> anyhow::Result<Option<Owned
     match (reply, fds.len()) {
         (b"ok\n", 1) => Ok(fds.pop()),
         (error, 0) if error.starts_with(b"error: ") => {
-            let _ = io::stderr().write_all(error); // ok to lose: stderr is gone
+            // The line may be longer than one `recvmsg` took: read on to the server's EOF (no
+            // descriptor rides on an error, so a plain read loses nothing).
+            let mut line = error.to_vec();
+            let rest = stream.take(MAX_ERROR).read_to_end(&mut line);
+            rest.with_context(|| format!("read {shown}"))?;
+            // The server's words, shown, not obeyed: a control character is printed escaped.
+            let mut text = String::new();
+            for c in String::from_utf8_lossy(&line).trim_end_matches('\n').chars() {
+                if c.is_control() { text.extend(c.escape_default()) } else { text.push(c) }
+            }
+            let _ = writeln!(io::stderr(), "{text}"); // ok to lose: stderr is gone
             Ok(None)
         }
         (b"", 0) => bail!("read {shown}: the server closed the connection without a reply"),

@@ -471,10 +471,10 @@ fn read_request(stream: &UnixStream) -> Result<Vec<u8>, String> {
 // ANCHOR: open_in
 /// Open NAME in the directory, for reading: the descriptor we will hand over.
 fn open_in(dir: &OwnedFd, name: &[u8]) -> Result<(String, OwnedFd), String> {
-    let shown = String::from_utf8_lossy(name).into_owned();
+    let shown = shown(name);
     // A name, not a path: with a `/` in it, or `..`, a client could reach any file we can.
     if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
-        return Err(format!("{shown:?} is not a file name (no '/', not '.' or '..')"));
+        return Err(format!("\"{shown}\" is not a file name (no '/', not '.' or '..')"));
     }
     // O_NOFOLLOW: a symbolic link in DIR (which someone may have put there) could point
     // anywhere; refuse it (ELOOP) rather than follow it. O_CLOEXEC: a program we started
@@ -483,6 +483,17 @@ fn open_in(dir: &OwnedFd, name: &[u8]) -> Result<(String, OwnedFd), String> {
     let file = openat(dir, name, flags, Mode::empty());
     let file = file.map_err(|err| format!("open {shown}: {}", io::Error::from(err)))?;
     Ok((shown, file))
+}
+
+/// At most this many bytes of a NAME are shown (in a reply, in our log): enough to know it by,
+/// and a 4000-byte name cannot swell the reply past what a client reads in one `recvmsg`.
+const SHOWN_NAME: usize = 64;
+
+/// NAME as we show it: its first `SHOWN_NAME` bytes, escaped (`\x1b`, `\n`, `\xff`), so that a
+/// client's bytes cannot forge a line in our log or drive a terminal; `…` if there is more.
+fn shown(name: &[u8]) -> String {
+    let more = if name.len() > SHOWN_NAME { "…" } else { "" };
+    format!("{}{more}", name.get(..SHOWN_NAME).unwrap_or(name).escape_ascii())
 }
 // ANCHOR_END: open_in
 

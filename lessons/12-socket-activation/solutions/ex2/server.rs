@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use std::{env, fs, thread};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{CommandFactory, Parser};
 use lesson12::{
@@ -287,16 +287,27 @@ enum Inherited {
 /// The socket a service manager handed us, if it did (socket activation): fd 3, when
 /// `LISTEN_PID` is our pid and `LISTEN_FDS` is 1 or more. We serve on the first only.
 fn take_listen_fd() -> anyhow::Result<Option<Inherited>> {
+    // Unset is "not activated"; set to something that is no number is a broken unit or
+    // script, and an error (sd_listen_fds(3) returns -EINVAL), not a quiet bind of our own.
+    let number = |name| match env::var_os(name) {
+        None => Ok(None),
+        Some(value) => match value.to_str().and_then(|text| text.parse::<u32>().ok()) {
+            Some(number) => Ok(Some(number)),
+            None => Err(anyhow!("take fd 3: {name}={}: not a number", value.display())),
+        },
+    };
     // LISTEN_PID: the variables are for the process the manager started, not for whatever
     // inherits its environment later (a child of ours, a shell it runs).
-    let number = |name| env::var(name).ok().and_then(|value| value.parse::<u32>().ok());
-    if number("LISTEN_PID") != Some(process::id()) || number("LISTEN_FDS").unwrap_or(0) == 0 {
+    if number("LISTEN_PID")? != Some(process::id()) || number("LISTEN_FDS")?.unwrap_or(0) == 0 {
         return Ok(None);
     }
     // A manager that set LISTEN_FDS and passed nothing: say so, rather than own a number
     // that is no descriptor. (A path lookup: it opens nothing that could become fd 3.)
-    if fs::symlink_metadata("/proc/self/fd/3").is_err() {
-        bail!("take fd 3: LISTEN_FDS is set, but fd 3 is not open");
+    if let Err(error) = fs::symlink_metadata("/proc/self/fd/3") {
+        if fs::symlink_metadata("/proc/self/fd").is_ok() {
+            bail!("take fd 3: LISTEN_FDS is set, but fd 3 is not open");
+        }
+        bail!("take fd 3: is it open? /proc/self/fd/3: {error} (is /proc mounted?)");
     }
     // SAFETY: `from_raw_fd` needs fd 3 to be open and owned by nothing else in this process.
     // It is open: checked just above. It is ours: LISTEN_PID names this process, and by the
@@ -351,7 +362,6 @@ fn what_else(fd: &OwnedFd) -> Result<Option<&'static str>, Errno> {
 // ANCHOR_END: what_else
 
 // ANCHOR: bound_address
-
 /// Where the manager bound the socket (getsockname(2)): a path, or an abstract `@name`.
 fn bound_address(listener: &UnixListener) -> anyhow::Result<Address> {
     let address = listener.local_addr().context("take fd 3: getsockname")?;
@@ -367,7 +377,6 @@ fn bound_address(listener: &UnixListener) -> anyhow::Result<Address> {
 // ANCHOR_END: bound_address
 
 // ANCHOR: wake
-
 /// Wait until a client is queued on `listener` (true) or `woken` is readable: the signal
 /// thread closed the other end, and we must stop accepting (false).
 fn client_waiting(listener: &UnixListener, woken: &UnixStream) -> bool {
@@ -522,10 +531,11 @@ fn give_to_group(path: &Path, gid: u32, mode: u32) -> anyhow::Result<()> {
 /// Wait for SIGINT and SIGTERM on a thread of its own. The first stops the accept loop; a
 /// second, during the grace period, removes the socket file and exits 1 at once.
 ///
-/// Why not `signal_hook::flag::register` and a flag the accept loop checks? signal-hook
-/// installs its handlers with SA_RESTART, so the kernel *restarts* a blocked `accept` instead
-/// of failing it with EINTR (strace shows `ERESTARTSYS`): the loop would not see the flag until
-/// the next client happened to connect. So this thread receives the signal and wakes the loop.
+/// Why not `signal_hook::flag::register` and a flag the accept loop checks? A process signal
+/// lands on any thread that does not block it — a worker as likely as the main thread — so
+/// the `poll` the loop sleeps in is not reliably interrupted: the loop would not see the flag
+/// until the next client happened to connect. So this thread receives the signal and wakes the
+/// loop by closing `wake`.
 fn handle_signals(
     wake: UnixStream,
     socket_file: &Option<Arc<SocketFile>>,

@@ -173,3 +173,17 @@ pub fn parse_timeout_ms(text: &str) -> Result<u64, String> {
         Err(_) => Err(format!("`{text}` is not a number of milliseconds")),
     }
 }
+
+// ANCHOR: log
+/// `eprintln!` with the server's name in front (`lesson13-server: ...`), in one `write`.
+/// `eprintln!` itself writes each piece of its line separately (stderr has no buffer): nine
+/// system calls for a line with four values in it, more than serving a client's line costs.
+/// A write to stderr that fails is not a reason to stop serving, so it is ignored.
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        let line = format!("{}-server: {}\n", env!("CARGO_PKG_NAME"), format_args!($($arg)*));
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }};
+}
+// ANCHOR_END: log

@@ -18,7 +18,7 @@ use std::{fs, thread};
 
 use anyhow::Context;
 use clap::Parser;
-use lesson01::{SOCKET_NAME, default_socket_dir};
+use lesson01::{SOCKET_NAME, default_socket_dir, log};
 
 /// Answer each line a client sends with the same line in ASCII upper case.
 #[derive(Parser)]
@@ -30,7 +30,7 @@ struct Args {
 
 fn main() -> ExitCode {
     if let Err(err) = run() {
-        eprintln!("lesson01-server: {err:#}");
+        log!("{err:#}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -64,13 +64,13 @@ fn run() -> anyhow::Result<()> {
             Ok((stream, addr)) => {
                 // Builder, not thread::spawn: spawn panics when the OS refuses a thread.
                 if let Err(err) = thread::Builder::new().spawn(move || serve(id, stream, addr)) {
-                    eprintln!("lesson01-server: connection {id}: spawn: {err}");
+                    log!("connection {id}: spawn: {err}");
                 }
             }
             Err(err) => {
                 // Out of file descriptors (EMFILE) the client stays queued, so `accept` fails
                 // again at once: a bare `continue` here would spin a core. Wait instead.
-                eprintln!("lesson01-server: accept: {err}");
+                log!("accept: {err}");
                 thread::sleep(Duration::from_millis(100));
             }
         }
@@ -82,17 +82,17 @@ fn run() -> anyhow::Result<()> {
 // ANCHOR: serve
 /// One client's connection, on its own thread: whatever goes wrong ends only this connection.
 fn serve(id: u64, stream: UnixStream, peer: SocketAddr) {
-    eprintln!("lesson01-server: connection {id}: accepted");
+    log!("connection {id}: accepted");
     // Unlike a TCP client, a Unix stream client usually has no address: `connect` does not
     // give it one, so `accept` reports it unnamed. Only a client that called `bind` on a path
     // before `connect` has a name to show.
     match peer.as_pathname() {
-        Some(path) => eprintln!("lesson01-server: connection {id}: from {}", path.display()),
-        None => eprintln!("lesson01-server: connection {id}: from an unnamed socket"),
+        Some(path) => log!("connection {id}: from {}", path.display()),
+        None => log!("connection {id}: from an unnamed socket"),
     }
     match answer_lines(&stream) {
-        Ok(lines) => eprintln!("lesson01-server: connection {id}: closed, lines answered: {lines}"),
-        Err(err) => eprintln!("lesson01-server: connection {id}: {err:#}"),
+        Ok(lines) => log!("connection {id}: closed, lines answered: {lines}"),
+        Err(err) => log!("connection {id}: {err:#}"),
     }
 } // dropping `stream` closes the connection: the client reads EOF
 

@@ -20,7 +20,7 @@ use std::{fs, thread};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use lesson02::{SOCKET_NAME, default_socket_dir};
+use lesson02::{SOCKET_NAME, default_socket_dir, log};
 use rustix::fs::FlockOperation;
 use rustix::io::Errno;
 
@@ -34,7 +34,7 @@ struct Args {
 
 fn main() -> ExitCode {
     if let Err(err) = run() {
-        eprintln!("lesson02-server: {err:#}");
+        log!("{err:#}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -72,13 +72,13 @@ fn run() -> anyhow::Result<()> {
             Ok((stream, _addr)) => {
                 // Builder, not thread::spawn: spawn panics when the OS refuses a thread.
                 if let Err(err) = thread::Builder::new().spawn(move || serve(id, stream)) {
-                    eprintln!("lesson02-server: connection {id}: spawn: {err}");
+                    log!("connection {id}: spawn: {err}");
                 }
             }
             Err(err) => {
                 // Out of file descriptors (EMFILE) the client stays queued, so `accept` fails
                 // again at once: a bare `continue` here would spin a core. Wait instead.
-                eprintln!("lesson02-server: accept: {err}");
+                log!("accept: {err}");
                 thread::sleep(Duration::from_millis(100));
             }
         }
@@ -166,10 +166,10 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
 // ANCHOR: serve
 /// One client's connection, on its own thread: whatever goes wrong ends only this connection.
 fn serve(id: u64, stream: UnixStream) {
-    eprintln!("lesson02-server: connection {id}: accepted");
+    log!("connection {id}: accepted");
     match answer_lines(&stream) {
-        Ok(lines) => eprintln!("lesson02-server: connection {id}: closed, lines answered: {lines}"),
-        Err(err) => eprintln!("lesson02-server: connection {id}: {err:#}"),
+        Ok(lines) => log!("connection {id}: closed, lines answered: {lines}"),
+        Err(err) => log!("connection {id}: {err:#}"),
     }
 } // dropping `stream` closes the connection: the client reads EOF
 

@@ -21,7 +21,7 @@ use std::{fs, thread};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use lesson03::{SOCKET_NAME, default_socket_dir};
+use lesson03::{SOCKET_NAME, default_socket_dir, log};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -38,7 +38,7 @@ struct Args {
 
 fn main() -> ExitCode {
     if let Err(err) = run() {
-        eprintln!("lesson03-server: {err:#}");
+        log!("{err:#}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -96,13 +96,13 @@ fn run() -> anyhow::Result<()> {
                     drop(connection);
                 });
                 if let Err(err) = spawned {
-                    eprintln!("lesson03-server: connection {id}: spawn: {err}");
+                    log!("connection {id}: spawn: {err}");
                 }
             }
             Err(err) => {
                 // Out of file descriptors (EMFILE) the client stays queued, so `accept` fails
                 // again at once: a bare `continue` here would spin a core. Wait instead.
-                eprintln!("lesson03-server: accept: {err}");
+                log!("accept: {err}");
                 thread::sleep(Duration::from_millis(100));
             }
         }
@@ -111,29 +111,23 @@ fn run() -> anyhow::Result<()> {
     // Close the listening socket: clients still queued in it get a reset now, instead of
     // waiting out the grace period for an `accept` that will never come.
     drop(listener);
-    eprintln!(
-        "lesson03-server: {}: shutting down",
-        signal_name(stop_signal.load(Ordering::SeqCst))
-    );
+    log!("{}: shutting down", signal_name(stop_signal.load(Ordering::SeqCst)));
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
     let still_open = open.load(Ordering::SeqCst);
     if still_open > 0 {
-        eprintln!(
-            "lesson03-server: waiting up to {} ms for open connections: {still_open}",
-            grace.as_millis()
-        );
+        log!("waiting up to {} ms for open connections: {still_open}", grace.as_millis());
     }
     // Drop our own `Sender`: now only the connections hold one, and `recv_timeout` returns
     // Disconnected the moment the last is dropped — a sleep, never a busy loop.
     drop(serving);
     if let Err(RecvTimeoutError::Timeout) = all_closed.recv_timeout(grace) {
         let cut_off = open.load(Ordering::SeqCst);
-        eprintln!("lesson03-server: grace period over; cutting off open connections: {cut_off}");
+        log!("grace period over; cutting off open connections: {cut_off}");
     }
     // ANCHOR_END: grace
     if socket_file.remove() {
-        eprintln!("lesson03-server: removed {}", path.display());
+        log!("removed {}", path.display());
     }
     Ok(())
 }
@@ -212,12 +206,12 @@ impl SocketFile {
             Ok(meta) if (meta.dev(), meta.ino()) == (self.dev, self.ino) => {
                 match fs::remove_file(&self.path) {
                     Ok(()) => return true,
-                    Err(err) => eprintln!("lesson03-server: remove {path}: {err}"),
+                    Err(err) => log!("remove {path}: {err}"),
                 }
             }
-            Ok(_) => eprintln!("lesson03-server: {path} is no longer our socket; left in place"),
+            Ok(_) => log!("{path} is no longer our socket; left in place"),
             Err(err) if err.kind() == ErrorKind::NotFound => {}
-            Err(err) => eprintln!("lesson03-server: stat {path}: {err}"),
+            Err(err) => log!("stat {path}: {err}"),
         }
         false
     }
@@ -262,15 +256,15 @@ fn handle_signals(
             // with an error, and from now on `connect` is refused. That is Linux; on macOS and
             // the BSDs it does not wake `accept`, and a self-pipe with poll(2) is the portable way.
             if let Err(err) = rustix::net::shutdown(&listening, rustix::net::Shutdown::Read) {
-                eprintln!("lesson03-server: shutdown the listener: {err}");
+                log!("shutdown the listener: {err}");
             }
             drop(listening); // the main thread closes its handle too, once it stops accepting
         }
         if let Some(signal) = signals.next() {
-            eprintln!("lesson03-server: {} again: exiting now", signal_name(signal));
+            log!("{} again: exiting now", signal_name(signal));
             // process::exit runs no destructors, so remove the file by hand.
             if socket_file.remove() {
-                eprintln!("lesson03-server: removed {}", socket_file.path.display());
+                log!("removed {}", socket_file.path.display());
             }
             process::exit(1);
         }
@@ -311,10 +305,10 @@ impl Drop for Connection {
 // ANCHOR: serve
 /// One client's connection, on its own thread: whatever goes wrong ends only this connection.
 fn serve(id: u64, stream: UnixStream) {
-    eprintln!("lesson03-server: connection {id}: accepted");
+    log!("connection {id}: accepted");
     match answer_lines(&stream) {
-        Ok(lines) => eprintln!("lesson03-server: connection {id}: closed, lines answered: {lines}"),
-        Err(err) => eprintln!("lesson03-server: connection {id}: {err:#}"),
+        Ok(lines) => log!("connection {id}: closed, lines answered: {lines}"),
+        Err(err) => log!("connection {id}: {err:#}"),
     }
 } // dropping `stream` closes the connection: the client reads EOF
 

@@ -24,7 +24,8 @@ use std::{fs, thread};
 use anyhow::{Context, bail};
 use clap::Parser;
 use lesson05::{
-    SOCKET_NAME, connect_within, default_socket_dir, parse_timeout_ms, peer_credentials, timed_out,
+    SOCKET_NAME, connect_within, default_socket_dir, log, parse_timeout_ms, peer_credentials,
+    timed_out,
 };
 use rustix::fs::Mode;
 use rustix::process::{Gid, getuid, umask};
@@ -69,7 +70,7 @@ fn parse_mode(text: &str) -> Result<u32, String> {
 
 fn main() -> ExitCode {
     if let Err(err) = run() {
-        eprintln!("lesson05-server: {err:#}");
+        log!("{err:#}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -147,13 +148,13 @@ fn run() -> anyhow::Result<()> {
                     drop(connection);
                 });
                 if let Err(err) = spawned {
-                    eprintln!("lesson05-server: connection {id}: spawn: {err}");
+                    log!("connection {id}: spawn: {err}");
                 }
             }
             Err(err) => {
                 // Out of file descriptors (EMFILE) the client stays queued, so `accept` fails
                 // again at once: a bare `continue` here would spin a core. Wait instead.
-                eprintln!("lesson05-server: accept: {err}");
+                log!("accept: {err}");
                 thread::sleep(Duration::from_millis(100));
             }
         }
@@ -162,29 +163,23 @@ fn run() -> anyhow::Result<()> {
     // Close the listening socket: clients still queued in it get a reset now, instead of
     // waiting out the grace period for an `accept` that will never come.
     drop(listener);
-    eprintln!(
-        "lesson05-server: {}: shutting down",
-        signal_name(stop_signal.load(Ordering::SeqCst))
-    );
+    log!("{}: shutting down", signal_name(stop_signal.load(Ordering::SeqCst)));
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
     let still_open = open.load(Ordering::SeqCst);
     if still_open > 0 {
-        eprintln!(
-            "lesson05-server: waiting up to {} ms for open connections: {still_open}",
-            grace.as_millis()
-        );
+        log!("waiting up to {} ms for open connections: {still_open}", grace.as_millis());
     }
     // Drop our own `Sender`: now only the connections hold one, and `recv_timeout` returns
     // Disconnected the moment the last is dropped — a sleep, never a busy loop.
     drop(serving);
     if let Err(RecvTimeoutError::Timeout) = all_closed.recv_timeout(grace) {
         let cut_off = open.load(Ordering::SeqCst);
-        eprintln!("lesson05-server: grace period over; cutting off open connections: {cut_off}");
+        log!("grace period over; cutting off open connections: {cut_off}");
     }
     // ANCHOR_END: grace
     if socket_file.remove() {
-        eprintln!("lesson05-server: removed {}", path.display());
+        log!("removed {}", path.display());
     }
     Ok(())
 }
@@ -284,12 +279,12 @@ impl SocketFile {
             Ok(meta) if (meta.dev(), meta.ino()) == (self.dev, self.ino) => {
                 match fs::remove_file(&self.path) {
                     Ok(()) => return true,
-                    Err(err) => eprintln!("lesson05-server: remove {path}: {err}"),
+                    Err(err) => log!("remove {path}: {err}"),
                 }
             }
-            Ok(_) => eprintln!("lesson05-server: {path} is no longer our socket; left in place"),
+            Ok(_) => log!("{path} is no longer our socket; left in place"),
             Err(err) if err.kind() == ErrorKind::NotFound => {}
-            Err(err) => eprintln!("lesson05-server: stat {path}: {err}"),
+            Err(err) => log!("stat {path}: {err}"),
         }
         false
     }
@@ -343,15 +338,15 @@ fn handle_signals(
             // with an error, and from now on `connect` is refused. That is Linux; on macOS and
             // the BSDs it does not wake `accept`, and a self-pipe with poll(2) is the portable way.
             if let Err(err) = rustix::net::shutdown(&listening, rustix::net::Shutdown::Read) {
-                eprintln!("lesson05-server: shutdown the listener: {err}");
+                log!("shutdown the listener: {err}");
             }
             drop(listening); // the main thread closes its handle too, once it stops accepting
         }
         if let Some(signal) = signals.next() {
-            eprintln!("lesson05-server: {} again: exiting now", signal_name(signal));
+            log!("{} again: exiting now", signal_name(signal));
             // process::exit runs no destructors, so remove the file by hand.
             if socket_file.remove() {
-                eprintln!("lesson05-server: removed {}", socket_file.path.display());
+                log!("removed {}", socket_file.path.display());
             }
             process::exit(1);
         }
@@ -420,27 +415,25 @@ fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits) {
     let (uid, gid, pid) = match peer_credentials(&stream) {
         Ok(peer) => peer,
         Err(err) => {
-            eprintln!("lesson05-server: connection {id}: peer credentials: {err}");
+            log!("connection {id}: peer credentials: {err}");
             return;
         }
     };
     // A peer outside our PID namespace (we run in a container, it on the host) has a pid the
     // kernel cannot name here, so it says 0. Nothing is wrong with the peer: serve it.
     let outside = if pid == 0 { " (outside this PID namespace)" } else { "" };
-    eprintln!(
-        "lesson05-server: connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}"
-    );
+    log!("connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}");
     if !allowed.admits(uid, gid) {
-        eprintln!("lesson05-server: connection {id}: refused uid {uid}");
+        log!("connection {id}: refused uid {uid}");
         if let Err(err) = refuse(&stream, &format!("uid {uid} is not allowed")) {
-            eprintln!("lesson05-server: connection {id}: {err:#}");
+            log!("connection {id}: {err:#}");
         }
         return;
     }
     // ANCHOR_END: peer
     match answer_lines(&stream, limits) {
-        Ok(lines) => eprintln!("lesson05-server: connection {id}: closed, lines answered: {lines}"),
-        Err(err) => eprintln!("lesson05-server: connection {id}: {err:#}"),
+        Ok(lines) => log!("connection {id}: closed, lines answered: {lines}"),
+        Err(err) => log!("connection {id}: {err:#}"),
     }
 } // dropping `stream` closes the connection: the client reads EOF
 

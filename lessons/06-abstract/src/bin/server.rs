@@ -26,7 +26,7 @@ use anyhow::{Context, bail};
 use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{CommandFactory, Parser};
 use lesson06::{
-    Address, SOCKET_NAME, connect_within, default_socket_dir, linux_only, parse_timeout_ms,
+    Address, SOCKET_NAME, connect_within, default_socket_dir, linux_only, log, parse_timeout_ms,
     peer_credentials, timed_out,
 };
 use rustix::fs::Mode;
@@ -74,7 +74,7 @@ fn parse_mode(text: &str) -> Result<u32, String> {
 
 fn main() -> ExitCode {
     if let Err(err) = run() {
-        eprintln!("lesson06-server: {err:#}");
+        log!("{err:#}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -169,13 +169,13 @@ fn run() -> anyhow::Result<()> {
                     drop(connection);
                 });
                 if let Err(err) = spawned {
-                    eprintln!("lesson06-server: connection {id}: spawn: {err}");
+                    log!("connection {id}: spawn: {err}");
                 }
             }
             Err(err) => {
                 // Out of file descriptors (EMFILE) the client stays queued, so `accept` fails
                 // again at once: a bare `continue` here would spin a core. Wait instead.
-                eprintln!("lesson06-server: accept: {err}");
+                log!("accept: {err}");
                 thread::sleep(Duration::from_millis(100));
             }
         }
@@ -184,29 +184,23 @@ fn run() -> anyhow::Result<()> {
     // Close the listening socket: clients still queued in it get a reset now, instead of
     // waiting out the grace period for an `accept` that will never come.
     drop(listener);
-    eprintln!(
-        "lesson06-server: {}: shutting down",
-        signal_name(stop_signal.load(Ordering::SeqCst))
-    );
+    log!("{}: shutting down", signal_name(stop_signal.load(Ordering::SeqCst)));
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
     let still_open = open.load(Ordering::SeqCst);
     if still_open > 0 {
-        eprintln!(
-            "lesson06-server: waiting up to {} ms for open connections: {still_open}",
-            grace.as_millis()
-        );
+        log!("waiting up to {} ms for open connections: {still_open}", grace.as_millis());
     }
     // Drop our own `Sender`: now only the connections hold one, and `recv_timeout` returns
     // Disconnected the moment the last is dropped — a sleep, never a busy loop.
     drop(serving);
     if let Err(RecvTimeoutError::Timeout) = all_closed.recv_timeout(grace) {
         let cut_off = open.load(Ordering::SeqCst);
-        eprintln!("lesson06-server: grace period over; cutting off open connections: {cut_off}");
+        log!("grace period over; cutting off open connections: {cut_off}");
     }
     // ANCHOR_END: grace
     if socket_file.is_some_and(|file| file.remove()) {
-        eprintln!("lesson06-server: removed {}", path.display());
+        log!("removed {}", path.display());
     }
     Ok(())
 }
@@ -308,12 +302,12 @@ impl SocketFile {
             Ok(meta) if (meta.dev(), meta.ino()) == (self.dev, self.ino) => {
                 match fs::remove_file(&self.path) {
                     Ok(()) => return true,
-                    Err(err) => eprintln!("lesson06-server: remove {path}: {err}"),
+                    Err(err) => log!("remove {path}: {err}"),
                 }
             }
-            Ok(_) => eprintln!("lesson06-server: {path} is no longer our socket; left in place"),
+            Ok(_) => log!("{path} is no longer our socket; left in place"),
             Err(err) if err.kind() == ErrorKind::NotFound => {}
-            Err(err) => eprintln!("lesson06-server: stat {path}: {err}"),
+            Err(err) => log!("stat {path}: {err}"),
         }
         false
     }
@@ -367,17 +361,17 @@ fn handle_signals(
             // with an error, and from now on `connect` is refused. That is Linux; on macOS and
             // the BSDs it does not wake `accept`, and a self-pipe with poll(2) is the portable way.
             if let Err(err) = rustix::net::shutdown(&listening, rustix::net::Shutdown::Read) {
-                eprintln!("lesson06-server: shutdown the listener: {err}");
+                log!("shutdown the listener: {err}");
             }
             drop(listening); // the main thread closes its handle too, once it stops accepting
         }
         if let Some(signal) = signals.next() {
-            eprintln!("lesson06-server: {} again: exiting now", signal_name(signal));
+            log!("{} again: exiting now", signal_name(signal));
             // process::exit runs no destructors, so remove the file by hand.
             if let Some(socket_file) = &socket_file
                 && socket_file.remove()
             {
-                eprintln!("lesson06-server: removed {}", socket_file.path.display());
+                log!("removed {}", socket_file.path.display());
             }
             process::exit(1);
         }
@@ -447,27 +441,25 @@ fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits) {
     let (uid, gid, pid) = match peer_credentials(&stream) {
         Ok(peer) => peer,
         Err(err) => {
-            eprintln!("lesson06-server: connection {id}: peer credentials: {err}");
+            log!("connection {id}: peer credentials: {err}");
             return;
         }
     };
     // A peer outside our PID namespace (we run in a container, it on the host) has a pid the
     // kernel cannot name here, so it says 0. Nothing is wrong with the peer: serve it.
     let outside = if pid == 0 { " (outside this PID namespace)" } else { "" };
-    eprintln!(
-        "lesson06-server: connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}"
-    );
+    log!("connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}");
     if !allowed.admits(uid, gid) {
-        eprintln!("lesson06-server: connection {id}: refused uid {uid}");
+        log!("connection {id}: refused uid {uid}");
         if let Err(err) = refuse(&stream, &format!("uid {uid} is not allowed")) {
-            eprintln!("lesson06-server: connection {id}: {err:#}");
+            log!("connection {id}: {err:#}");
         }
         return;
     }
     // ANCHOR_END: peer
     match answer_lines(&stream, limits) {
-        Ok(lines) => eprintln!("lesson06-server: connection {id}: closed, lines answered: {lines}"),
-        Err(err) => eprintln!("lesson06-server: connection {id}: {err:#}"),
+        Ok(lines) => log!("connection {id}: closed, lines answered: {lines}"),
+        Err(err) => log!("connection {id}: {err:#}"),
     }
 } // dropping `stream` closes the connection: the client reads EOF
 

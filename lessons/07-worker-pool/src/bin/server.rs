@@ -25,7 +25,7 @@ use anyhow::{Context, bail};
 use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{CommandFactory, Parser};
 use lesson07::{
-    Address, SOCKET_NAME, connect_within, default_socket_dir, linux_only, parse_timeout_ms,
+    Address, SOCKET_NAME, connect_within, default_socket_dir, linux_only, log, parse_timeout_ms,
     peer_credentials, timed_out,
 };
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -83,7 +83,7 @@ fn parse_mode(text: &str) -> Result<u32, String> {
 
 fn main() -> ExitCode {
     if let Err(err) = run() {
-        eprintln!("lesson07-server: {err:#}");
+        log!("{err:#}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -174,7 +174,7 @@ fn run() -> anyhow::Result<()> {
         match accepted {
             // Full: say so at once, and never wait on this client (see `busy`).
             Ok((stream, _addr)) if open.load(Ordering::SeqCst) >= max_connections => {
-                eprintln!("lesson07-server: connection {id}: busy ({max_connections} open)");
+                log!("connection {id}: busy ({max_connections} open)");
                 busy(stream);
             }
             Ok((stream, _addr)) => {
@@ -182,13 +182,13 @@ fn run() -> anyhow::Result<()> {
                 let job = Job { id, stream, accepted: Instant::now(), _connection: connection };
                 // Never blocks: the queue has room for `max_connections`, more than are open.
                 if let Err(err) = queue.try_send(job) {
-                    eprintln!("lesson07-server: connection {id}: queue: {err}");
+                    log!("connection {id}: queue: {err}");
                 }
             }
             Err(err) => {
                 // Out of file descriptors (EMFILE) the client stays queued, so `accept` fails
                 // again at once: a bare `continue` here would spin a core. Wait instead.
-                eprintln!("lesson07-server: accept: {err}");
+                log!("accept: {err}");
                 thread::sleep(Duration::from_millis(100));
             }
         }
@@ -199,29 +199,23 @@ fn run() -> anyhow::Result<()> {
     // the workers serve what is in it, then stop.
     drop(listener);
     drop(queue);
-    eprintln!(
-        "lesson07-server: {}: shutting down",
-        signal_name(stop_signal.load(Ordering::SeqCst))
-    );
+    log!("{}: shutting down", signal_name(stop_signal.load(Ordering::SeqCst)));
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
     let still_open = open.load(Ordering::SeqCst);
     if still_open > 0 {
-        eprintln!(
-            "lesson07-server: waiting up to {} ms for open connections: {still_open}",
-            grace.as_millis()
-        );
+        log!("waiting up to {} ms for open connections: {still_open}", grace.as_millis());
     }
     // Drop our own `Sender`: now only the connections hold one, and `recv_timeout` returns
     // Disconnected the moment the last is dropped — a sleep, never a busy loop.
     drop(serving);
     if let Err(RecvTimeoutError::Timeout) = all_closed.recv_timeout(grace) {
         let cut_off = open.load(Ordering::SeqCst);
-        eprintln!("lesson07-server: grace period over; cutting off open connections: {cut_off}");
+        log!("grace period over; cutting off open connections: {cut_off}");
     }
     // ANCHOR_END: grace
     if socket_file.is_some_and(|file| file.remove()) {
-        eprintln!("lesson07-server: removed {}", path.display());
+        log!("removed {}", path.display());
     }
     Ok(())
 }
@@ -323,12 +317,12 @@ impl SocketFile {
             Ok(meta) if (meta.dev(), meta.ino()) == (self.dev, self.ino) => {
                 match fs::remove_file(&self.path) {
                     Ok(()) => return true,
-                    Err(err) => eprintln!("lesson07-server: remove {path}: {err}"),
+                    Err(err) => log!("remove {path}: {err}"),
                 }
             }
-            Ok(_) => eprintln!("lesson07-server: {path} is no longer our socket; left in place"),
+            Ok(_) => log!("{path} is no longer our socket; left in place"),
             Err(err) if err.kind() == ErrorKind::NotFound => {}
-            Err(err) => eprintln!("lesson07-server: stat {path}: {err}"),
+            Err(err) => log!("stat {path}: {err}"),
         }
         false
     }
@@ -382,17 +376,17 @@ fn handle_signals(
             // with an error, and from now on `connect` is refused. That is Linux; on macOS and
             // the BSDs it does not wake `accept`, and a self-pipe with poll(2) is the portable way.
             if let Err(err) = rustix::net::shutdown(&listening, rustix::net::Shutdown::Read) {
-                eprintln!("lesson07-server: shutdown the listener: {err}");
+                log!("shutdown the listener: {err}");
             }
             drop(listening); // the main thread closes its handle too, once it stops accepting
         }
         if let Some(signal) = signals.next() {
-            eprintln!("lesson07-server: {} again: exiting now", signal_name(signal));
+            log!("{} again: exiting now", signal_name(signal));
             // process::exit runs no destructors, so remove the file by hand.
             if let Some(socket_file) = &socket_file
                 && socket_file.remove()
             {
-                eprintln!("lesson07-server: removed {}", socket_file.path.display());
+                log!("removed {}", socket_file.path.display());
             }
             process::exit(1);
         }
@@ -522,27 +516,25 @@ fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits, accepte
     let (uid, gid, pid) = match peer_credentials(&stream) {
         Ok(peer) => peer,
         Err(err) => {
-            eprintln!("lesson07-server: connection {id}: peer credentials: {err}");
+            log!("connection {id}: peer credentials: {err}");
             return;
         }
     };
     // A peer outside our PID namespace (we run in a container, it on the host) has a pid the
     // kernel cannot name here, so it says 0. Nothing is wrong with the peer: serve it.
     let outside = if pid == 0 { " (outside this PID namespace)" } else { "" };
-    eprintln!(
-        "lesson07-server: connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}"
-    );
+    log!("connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}");
     if !allowed.admits(uid, gid) {
-        eprintln!("lesson07-server: connection {id}: refused uid {uid}");
+        log!("connection {id}: refused uid {uid}");
         if let Err(err) = refuse(&stream, &format!("uid {uid} is not allowed")) {
-            eprintln!("lesson07-server: connection {id}: {err:#}");
+            log!("connection {id}: {err:#}");
         }
         return;
     }
     // ANCHOR_END: peer
     match answer_lines(&stream, limits, accepted) {
-        Ok(lines) => eprintln!("lesson07-server: connection {id}: closed, lines answered: {lines}"),
-        Err(err) => eprintln!("lesson07-server: connection {id}: {err:#}"),
+        Ok(lines) => log!("connection {id}: closed, lines answered: {lines}"),
+        Err(err) => log!("connection {id}: {err:#}"),
     }
 } // dropping `stream` closes the connection: the client reads EOF
 

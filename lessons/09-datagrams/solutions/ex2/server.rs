@@ -22,7 +22,7 @@ use std::thread;
 
 use anyhow::Context;
 use clap::Parser;
-use lesson09::{SOCKET_NAME, address, default_socket_dir};
+use lesson09::{SOCKET_NAME, address, default_socket_dir, log};
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags, SocketAddrUnix, recvfrom, sendto};
 use signal_hook::consts::SIGUSR1;
@@ -42,7 +42,7 @@ struct Args {
 
 fn main() -> ExitCode {
     if let Err(err) = run() {
-        eprintln!("lesson09-server: {err:#}");
+        log!("{err:#}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -97,16 +97,13 @@ fn run() -> anyhow::Result<()> {
         let Some(sender) = sender.filter(|sender| !sender.is_unnamed()) else {
             // Counted before the log line, which a reader may take as the sign it was counted.
             stats.not_answered.fetch_add(1, Ordering::Relaxed);
-            eprintln!("lesson09-server: cannot reply: the sender has no address");
+            log!("cannot reply: the sender has no address");
             continue;
         };
         // ANCHOR_END: sender
         let reply = if len > args.max_datagram {
             let limit = args.max_datagram;
-            eprintln!(
-                "lesson09-server: {}: datagram of {len} bytes is over the limit",
-                show(&sender)
-            );
+            log!("{}: datagram of {len} bytes is over the limit", show(&sender));
             format!("error: datagram of {len} bytes is over the {limit}-byte limit").into_bytes()
         } else {
             buf[..kept].to_ascii_uppercase()
@@ -120,13 +117,13 @@ fn run() -> anyhow::Result<()> {
             }
             Err(Errno::AGAIN) => {
                 stats.not_answered.fetch_add(1, Ordering::Relaxed);
-                eprintln!("lesson09-server: cannot reply: {}: its queue is full", show(&sender));
+                log!("cannot reply: {}: its queue is full", show(&sender));
             }
             // The sender is gone (its file removed: ENOENT; closed: ECONNREFUSED): its loss.
             Err(err) => {
                 stats.not_answered.fetch_add(1, Ordering::Relaxed);
                 let err = io::Error::from(err);
-                eprintln!("lesson09-server: cannot reply: {}: {err}", show(&sender));
+                log!("cannot reply: {}: {err}", show(&sender));
             }
         }
         // ANCHOR_END: reply
@@ -160,8 +157,8 @@ fn log_stats_on_sigusr1(stats: Arc<Stats>) -> anyhow::Result<()> {
     thread::Builder::new()
         .spawn(move || {
             for _ in signals.forever() {
-                eprintln!(
-                    "lesson09-server: stats: {} received, {} answered, {} not answered",
+                log!(
+                    "stats: {} received, {} answered, {} not answered",
                     stats.received.load(Ordering::Relaxed),
                     stats.answered.load(Ordering::Relaxed),
                     stats.not_answered.load(Ordering::Relaxed),

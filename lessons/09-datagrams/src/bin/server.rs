@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use lesson09::{SOCKET_NAME, address, default_socket_dir};
+use lesson09::{SOCKET_NAME, address, default_socket_dir, log};
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags, SocketAddrUnix, recvfrom, sendto};
 
@@ -35,7 +35,7 @@ struct Args {
 
 fn main() -> ExitCode {
     if let Err(err) = run() {
-        eprintln!("lesson09-server: {err:#}");
+        log!("{err:#}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -82,16 +82,13 @@ fn run() -> anyhow::Result<()> {
         // from an unnamed socket: its datagram arrives, but there is nowhere to answer it.
         let sender = from.and_then(|from| SocketAddrUnix::try_from(from).ok());
         let Some(sender) = sender.filter(|sender| !sender.is_unnamed()) else {
-            eprintln!("lesson09-server: cannot reply: the sender has no address");
+            log!("cannot reply: the sender has no address");
             continue;
         };
         // ANCHOR_END: sender
         let reply = if len > args.max_datagram {
             let limit = args.max_datagram;
-            eprintln!(
-                "lesson09-server: {}: datagram of {len} bytes is over the limit",
-                show(&sender)
-            );
+            log!("{}: datagram of {len} bytes is over the limit", show(&sender));
             format!("error: datagram of {len} bytes is over the {limit}-byte limit").into_bytes()
         } else {
             buf[..kept].to_ascii_uppercase()
@@ -102,12 +99,12 @@ fn run() -> anyhow::Result<()> {
         match sendto(&socket, &reply, SendFlags::DONTWAIT, &sender) {
             Ok(_) => {}
             Err(Errno::AGAIN) => {
-                eprintln!("lesson09-server: cannot reply: {}: its queue is full", show(&sender));
+                log!("cannot reply: {}: its queue is full", show(&sender));
             }
             // The sender is gone (its file removed: ENOENT; closed: ECONNREFUSED): its loss.
             Err(err) => {
                 let err = io::Error::from(err);
-                eprintln!("lesson09-server: cannot reply: {}: {err}", show(&sender));
+                log!("cannot reply: {}: {err}", show(&sender));
             }
         }
         // ANCHOR_END: reply

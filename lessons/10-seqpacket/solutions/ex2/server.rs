@@ -18,7 +18,7 @@ use std::{fs, thread};
 
 use anyhow::Context;
 use clap::Parser;
-use lesson10::{SOCKET_NAME, default_socket_dir};
+use lesson10::{SOCKET_NAME, default_socket_dir, log};
 use rustix::net::{
     AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType, accept, bind, listen, recv,
     send, socket,
@@ -41,7 +41,7 @@ struct Args {
 
 fn main() -> ExitCode {
     if let Err(err) = run() {
-        eprintln!("lesson10-server: {err:#}");
+        log!("{err:#}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -82,13 +82,13 @@ fn run() -> anyhow::Result<()> {
                 // Builder, not thread::spawn: spawn panics when the OS refuses a thread.
                 let serving = thread::Builder::new().spawn(move || serve(id, conn, max, log));
                 if let Err(err) = serving {
-                    eprintln!("lesson10-server: connection {id}: spawn: {err}");
+                    log!("connection {id}: spawn: {err}");
                 }
             }
             Err(err) => {
                 // Out of file descriptors (EMFILE) the client stays queued, so `accept` fails
                 // again at once: a bare `continue` here would spin a core. Wait instead.
-                eprintln!("lesson10-server: accept: {err}");
+                log!("accept: {err}");
                 thread::sleep(Duration::from_millis(100));
             }
         }
@@ -100,10 +100,10 @@ fn run() -> anyhow::Result<()> {
 // ANCHOR: serve
 /// One client's connection, on its own thread: whatever goes wrong ends only this connection.
 fn serve(id: u64, conn: OwnedFd, max: usize, log: bool) {
-    eprintln!("lesson10-server: connection {id}: accepted");
+    log!("connection {id}: accepted");
     match answer_packets(id, &conn, max, log) {
-        Ok(n) => eprintln!("lesson10-server: connection {id}: closed, packets answered: {n}"),
-        Err(err) => eprintln!("lesson10-server: connection {id}: {err:#}"),
+        Ok(n) => log!("connection {id}: closed, packets answered: {n}"),
+        Err(err) => log!("connection {id}: {err:#}"),
     }
 } // dropping `conn` closes the connection: the client reads EOF
 
@@ -127,7 +127,7 @@ fn answer_packets(id: u64, conn: &OwnedFd, max: usize, log: bool) -> anyhow::Res
         // ANCHOR_END: eof
         // `len`, not `kept`: the real length, also of a packet over the limit.
         if log {
-            eprintln!("lesson10-server: connection {id}: packet of {len} bytes");
+            log!("connection {id}: packet of {len} bytes");
         }
         // ANCHOR: too_long
         if len > kept {

@@ -18,7 +18,7 @@ use std::{fs, thread};
 
 use anyhow::Context;
 use clap::Parser;
-use lesson10::{SOCKET_NAME, default_socket_dir};
+use lesson10::{SOCKET_NAME, default_socket_dir, log};
 use rustix::net::{
     AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType, accept, bind, listen, recv,
     send, socket,
@@ -38,7 +38,7 @@ struct Args {
 
 fn main() -> ExitCode {
     if let Err(err) = run() {
-        eprintln!("lesson10-server: {err:#}");
+        log!("{err:#}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -78,13 +78,13 @@ fn run() -> anyhow::Result<()> {
                 let max = args.max_packet;
                 // Builder, not thread::spawn: spawn panics when the OS refuses a thread.
                 if let Err(err) = thread::Builder::new().spawn(move || serve(id, conn, max)) {
-                    eprintln!("lesson10-server: connection {id}: spawn: {err}");
+                    log!("connection {id}: spawn: {err}");
                 }
             }
             Err(err) => {
                 // Out of file descriptors (EMFILE) the client stays queued, so `accept` fails
                 // again at once: a bare `continue` here would spin a core. Wait instead.
-                eprintln!("lesson10-server: accept: {err}");
+                log!("accept: {err}");
                 thread::sleep(Duration::from_millis(100));
             }
         }
@@ -96,10 +96,10 @@ fn run() -> anyhow::Result<()> {
 // ANCHOR: serve
 /// One client's connection, on its own thread: whatever goes wrong ends only this connection.
 fn serve(id: u64, conn: OwnedFd, max: usize) {
-    eprintln!("lesson10-server: connection {id}: accepted");
+    log!("connection {id}: accepted");
     match answer_packets(&conn, max) {
-        Ok(n) => eprintln!("lesson10-server: connection {id}: closed, packets answered: {n}"),
-        Err(err) => eprintln!("lesson10-server: connection {id}: {err:#}"),
+        Ok(n) => log!("connection {id}: closed, packets answered: {n}"),
+        Err(err) => log!("connection {id}: {err:#}"),
     }
 } // dropping `conn` closes the connection: the client reads EOF
 

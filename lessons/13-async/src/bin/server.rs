@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{CommandFactory, Parser};
 use lesson13::{
-    Address, SOCKET_NAME, connect_within, default_socket_dir, linux_only, parse_timeout_ms,
+    Address, SOCKET_NAME, connect_within, default_socket_dir, linux_only, log, parse_timeout_ms,
 };
 use rustix::process::{Gid, getuid};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -93,7 +93,7 @@ fn main() -> ExitCode {
     let served = runtime.context("start the runtime").and_then(|rt| rt.block_on(run(args)));
     // ANCHOR_END: runtime
     if let Err(err) = served {
-        eprintln!("lesson13-server: {err:#}");
+        log!("{err:#}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -191,14 +191,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 // Full: say so at once, and never wait on this client (see `busy`).
                 Err(_) => {
-                    eprintln!("lesson13-server: connection {id}: busy ({max_connections} open)");
+                    log!("connection {id}: busy ({max_connections} open)");
                     busy(stream);
                 }
             },
             Err(err) => {
                 // Out of file descriptors (EMFILE) the client stays queued, so `accept` fails
                 // again at once: a bare `continue` here would spin a core. Wait instead.
-                eprintln!("lesson13-server: accept: {err}");
+                log!("accept: {err}");
                 sleep(Duration::from_millis(100)).await;
             }
         }
@@ -207,25 +207,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Close the listening socket: clients still queued in it get a reset now, instead of
     // waiting out the grace period for an `accept` that will never come.
     drop(listener);
-    eprintln!("lesson13-server: {}: shutting down", stop_signal.get().unwrap_or(&"signal"));
+    log!("{}: shutting down", stop_signal.get().unwrap_or(&"signal"));
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
     let still_open = tasks.len();
     if still_open > 0 {
-        eprintln!(
-            "lesson13-server: waiting up to {} ms for open connections: {still_open}",
-            grace.as_millis()
-        );
+        log!("waiting up to {} ms for open connections: {still_open}", grace.as_millis());
     }
     // No more tasks will be spawned: `wait` returns the moment the last one ends.
     tasks.close();
     if timeout(grace, tasks.wait()).await.is_err() {
         let cut_off = tasks.len();
-        eprintln!("lesson13-server: grace period over; cutting off open connections: {cut_off}");
+        log!("grace period over; cutting off open connections: {cut_off}");
     }
     // ANCHOR_END: grace
     if socket_file.is_some_and(|file| file.remove()) {
-        eprintln!("lesson13-server: removed {}", path.display());
+        log!("removed {}", path.display());
     }
     Ok(())
 }
@@ -327,12 +324,12 @@ impl SocketFile {
             Ok(meta) if (meta.dev(), meta.ino()) == (self.dev, self.ino) => {
                 match fs::remove_file(&self.path) {
                     Ok(()) => return true,
-                    Err(err) => eprintln!("lesson13-server: remove {path}: {err}"),
+                    Err(err) => log!("remove {path}: {err}"),
                 }
             }
-            Ok(_) => eprintln!("lesson13-server: {path} is no longer our socket; left in place"),
+            Ok(_) => log!("{path} is no longer our socket; left in place"),
             Err(err) if err.kind() == ErrorKind::NotFound => {}
-            Err(err) => eprintln!("lesson13-server: stat {path}: {err}"),
+            Err(err) => log!("stat {path}: {err}"),
         }
         false
     }
@@ -393,12 +390,12 @@ fn handle_signals(
                     stop.cancel();
                     continue;
                 }
-                eprintln!("lesson13-server: {name} again: exiting now");
+                log!("{name} again: exiting now");
                 // process::exit runs no destructors, so remove the file by hand.
                 if let Some(socket_file) = &socket_file
                     && socket_file.remove()
                 {
-                    eprintln!("lesson13-server: removed {}", socket_file.path.display());
+                    log!("removed {}", socket_file.path.display());
                 }
                 process::exit(1);
             }
@@ -461,7 +458,7 @@ async fn serve(
     let peer = match stream.peer_cred() {
         Ok(peer) => peer,
         Err(err) => {
-            eprintln!("lesson13-server: connection {id}: peer credentials: {err}");
+            log!("connection {id}: peer credentials: {err}");
             return;
         }
     };
@@ -471,20 +468,18 @@ async fn serve(
     // where the system tells no pid at all. Nothing is wrong with the peer: serve it.
     let pid = peer.pid().unwrap_or(0);
     let outside = if pid == 0 { " (outside this PID namespace)" } else { "" };
-    eprintln!(
-        "lesson13-server: connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}"
-    );
+    log!("connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}");
     if !allowed.admits(uid, gid) {
-        eprintln!("lesson13-server: connection {id}: refused uid {uid}");
+        log!("connection {id}: refused uid {uid}");
         if let Err(err) = refuse(&mut stream, &format!("uid {uid} is not allowed")).await {
-            eprintln!("lesson13-server: connection {id}: {err:#}");
+            log!("connection {id}: {err:#}");
         }
         return;
     }
     // ANCHOR_END: peer
     match answer_lines(&mut stream, limits).await {
-        Ok(lines) => eprintln!("lesson13-server: connection {id}: closed, lines answered: {lines}"),
-        Err(err) => eprintln!("lesson13-server: connection {id}: {err:#}"),
+        Ok(lines) => log!("connection {id}: closed, lines answered: {lines}"),
+        Err(err) => log!("connection {id}: {err:#}"),
     }
 } // dropping `stream` closes the connection: the client reads EOF
 

@@ -35,7 +35,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use lesson14::{
-    Address, SOCKET_NAME, connect_within, default_socket_dir, linux_only, parse_timeout_ms,
+    Address, SOCKET_NAME, connect_within, default_socket_dir, linux_only, log, parse_timeout_ms,
 };
 use rustix::process::{Gid, getuid};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -109,7 +109,7 @@ fn main() -> ExitCode {
     let served = runtime.context("start the runtime").and_then(|rt| rt.block_on(run(args)));
     // ANCHOR_END: runtime
     if let Err(err) = served {
-        eprintln!("lesson14-server: {err:#}");
+        log!("{err:#}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -211,14 +211,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 // Full: say so at once, and never wait on this client (see `busy`).
                 Err(_) => {
-                    eprintln!("lesson14-server: connection {id}: busy ({max_connections} open)");
+                    log!("connection {id}: busy ({max_connections} open)");
                     busy(stream);
                 }
             },
             Err(err) => {
                 // Out of file descriptors (EMFILE) the client stays queued, so `accept` fails
                 // again at once: a bare `continue` here would spin a core. Wait instead.
-                eprintln!("lesson14-server: accept: {err}");
+                log!("accept: {err}");
                 sleep(Duration::from_millis(100)).await;
             }
         }
@@ -227,25 +227,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Close the listening socket: clients still queued in it get a reset now, instead of
     // waiting out the grace period for an `accept` that will never come.
     drop(listener);
-    eprintln!("lesson14-server: {}: shutting down", stop_signal.get().unwrap_or(&"signal"));
+    log!("{}: shutting down", stop_signal.get().unwrap_or(&"signal"));
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
     let still_open = tasks.len();
     if still_open > 0 {
-        eprintln!(
-            "lesson14-server: waiting up to {} ms for open connections: {still_open}",
-            grace.as_millis()
-        );
+        log!("waiting up to {} ms for open connections: {still_open}", grace.as_millis());
     }
     // No more tasks will be spawned: `wait` returns the moment the last one ends.
     tasks.close();
     if timeout(grace, tasks.wait()).await.is_err() {
         let cut_off = tasks.len();
-        eprintln!("lesson14-server: grace period over; cutting off open connections: {cut_off}");
+        log!("grace period over; cutting off open connections: {cut_off}");
     }
     // ANCHOR_END: grace
     if socket_file.is_some_and(|file| file.remove()) {
-        eprintln!("lesson14-server: removed {}", path.display());
+        log!("removed {}", path.display());
     }
     Ok(())
 }
@@ -347,12 +344,12 @@ impl SocketFile {
             Ok(meta) if (meta.dev(), meta.ino()) == (self.dev, self.ino) => {
                 match fs::remove_file(&self.path) {
                     Ok(()) => return true,
-                    Err(err) => eprintln!("lesson14-server: remove {path}: {err}"),
+                    Err(err) => log!("remove {path}: {err}"),
                 }
             }
-            Ok(_) => eprintln!("lesson14-server: {path} is no longer our socket; left in place"),
+            Ok(_) => log!("{path} is no longer our socket; left in place"),
             Err(err) if err.kind() == ErrorKind::NotFound => {}
-            Err(err) => eprintln!("lesson14-server: stat {path}: {err}"),
+            Err(err) => log!("stat {path}: {err}"),
         }
         false
     }
@@ -413,12 +410,12 @@ fn handle_signals(
                     stop.cancel();
                     continue;
                 }
-                eprintln!("lesson14-server: {name} again: exiting now");
+                log!("{name} again: exiting now");
                 // process::exit runs no destructors, so remove the file by hand.
                 if let Some(socket_file) = &socket_file
                     && socket_file.remove()
                 {
-                    eprintln!("lesson14-server: removed {}", socket_file.path.display());
+                    log!("removed {}", socket_file.path.display());
                 }
                 process::exit(1);
             }
@@ -487,7 +484,7 @@ async fn serve(
     let peer = match stream.peer_cred() {
         Ok(peer) => peer,
         Err(err) => {
-            eprintln!("lesson14-server: connection {id}: peer credentials: {err}");
+            log!("connection {id}: peer credentials: {err}");
             return;
         }
     };
@@ -497,14 +494,12 @@ async fn serve(
     // where the system tells no pid at all. Nothing is wrong with the peer: serve it.
     let pid = peer.pid().unwrap_or(0);
     let outside = if pid == 0 { " (outside this PID namespace)" } else { "" };
-    eprintln!(
-        "lesson14-server: connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}"
-    );
+    log!("connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}");
     // Checked once per connection, as in lesson 13: every request on it comes from this peer.
     // HTTP answers requests, so a refused peer's request is awaited and answered 403.
     let refused = (!allowed.admits(uid, gid)).then_some(uid);
     if refused.is_some() {
-        eprintln!("lesson14-server: connection {id}: refused uid {uid}");
+        log!("connection {id}: refused uid {uid}");
     }
     // ANCHOR_END: peer
     let answered = AtomicU64::new(0);
@@ -558,14 +553,14 @@ async fn serve(
     // ANCHOR_END: serve_connection
     let answered = answered.load(Ordering::Relaxed);
     match served {
-        Ok(()) => eprintln!("lesson14-server: connection {id}: closed, requests: {answered}"),
-        Err(err) if err.is_timeout() => eprintln!(
-            "lesson14-server: connection {id}: no request in {} ms, closed; requests: {answered}",
+        Ok(()) => log!("connection {id}: closed, requests: {answered}"),
+        Err(err) if err.is_timeout() => log!(
+            "connection {id}: no request in {} ms, closed; requests: {answered}",
             limits.idle.as_millis()
         ),
         Err(err) => {
             let err = anyhow::Error::from(err); // `{:#}`: hyper's words and the cause under them
-            eprintln!("lesson14-server: connection {id}: {err:#}; requests: {answered}");
+            log!("connection {id}: {err:#}; requests: {answered}");
         }
     }
 }
@@ -596,7 +591,7 @@ async fn answer(
             _ => error(StatusCode::NOT_FOUND, format!("no such path: {path}")),
         }
     };
-    eprintln!("lesson14-server: connection {id}: {method} {path}: {}", response.status());
+    log!("connection {id}: {method} {path}: {}", response.status());
     Ok(response)
 }
 

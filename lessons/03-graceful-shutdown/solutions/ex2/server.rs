@@ -13,9 +13,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{self, ExitCode};
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use std::{fs, thread};
 
@@ -67,9 +67,13 @@ fn run() -> anyhow::Result<()> {
     // ANCHOR_END: guard
     // 0 while serving; then the signal that asked us to stop.
     let stop_signal = Arc::new(AtomicI32::new(0));
-    let open = Arc::new(AtomicUsize::new(0));
+    // Each connection's thread holds a clone of `serving` until it ends, and shutdown waits for
+    // the last one (the idiom mini-redis uses): nothing is sent on the channel, but `all_closed`
+    // reports Disconnected once its only `Sender`, in `serving`, is dropped.
+    let (sender, all_closed) = mpsc::channel::<()>();
+    let serving = Arc::new(sender);
     // Before `listening on`: a signal that arrives once we are ready must find its handler.
-    handle_signals(&listener, &socket_file, &stop_signal, &open)?;
+    handle_signals(&listener, &socket_file, &stop_signal, Arc::downgrade(&serving))?;
     // The line that scripts and tests wait for. writeln!, not println!, which would panic
     // if nobody reads our stdout.
     let mut stdout = io::stdout();
@@ -77,9 +81,6 @@ fn run() -> anyhow::Result<()> {
         .and_then(|()| stdout.flush())
         .context("write stdout")?;
     // ANCHOR: accept_loop
-    // `open` counts the connections being served. Each also holds a clone of `serving`, a
-    // channel nobody sends on: shutdown waits on `all_closed` until the last clone is dropped.
-    let (serving, all_closed) = mpsc::channel();
     for id in 1.. {
         let accepted = listener.accept();
         // After the first signal `accept` fails (its socket was shut down) or hands us a
@@ -89,11 +90,13 @@ fn run() -> anyhow::Result<()> {
         }
         match accepted {
             Ok((stream, _addr)) => {
-                let connection = Connection::start(&open, &serving);
+                // The thread's handle: the closure owns it, so it goes when `serve` returns or
+                // panics, and with the closure if the spawn fails.
+                let serving = Arc::clone(&serving);
                 // Builder, not thread::spawn: spawn panics when the OS refuses a thread.
                 let spawned = thread::Builder::new().spawn(move || {
                     serve(id, stream);
-                    drop(connection);
+                    drop(serving);
                 });
                 if let Err(err) = spawned {
                     log!("connection {id}: spawn: {err}");
@@ -114,15 +117,17 @@ fn run() -> anyhow::Result<()> {
     log!("{}: shutting down", signal_name(stop_signal.load(Ordering::SeqCst)));
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
-    let still_open = open.load(Ordering::SeqCst);
+    // Drop our own handle: now the strong count is the connections still open, and
+    // `recv_timeout` returns Disconnected the moment the last is dropped — a sleep, never a
+    // busy loop.
+    let open = Arc::downgrade(&serving);
+    drop(serving);
+    let still_open = open.strong_count();
     if still_open > 0 {
         log!("waiting up to {} ms for open connections: {still_open}", grace.as_millis());
     }
-    // Drop our own `Sender`: now only the connections hold one, and `recv_timeout` returns
-    // Disconnected the moment the last is dropped — a sleep, never a busy loop.
-    drop(serving);
     if let Err(RecvTimeoutError::Timeout) = all_closed.recv_timeout(grace) {
-        let cut_off = open.load(Ordering::SeqCst);
+        let cut_off = open.strong_count();
         log!("grace period over; cutting off open connections: {cut_off}");
     }
     // ANCHOR_END: grace
@@ -230,8 +235,8 @@ impl Drop for RemoveOnDrop {
 
 // ANCHOR: signals
 /// Wait for SIGINT and SIGTERM on a thread of its own. The first stops the accept loop; a
-/// second, during the grace period, removes the socket file and exits 1 at once. SIGUSR1, at
-/// any time, logs how many connections are open and changes nothing else.
+/// second, during the grace period, removes the socket file and exits 1 at once. SIGUSR1, while
+/// serving, logs how many connections are open and changes nothing else.
 ///
 /// Why not `signal_hook::flag::register` and a flag the accept loop checks? signal-hook
 /// installs its handlers with SA_RESTART, so the kernel *restarts* a blocked `accept` instead
@@ -241,23 +246,30 @@ fn handle_signals(
     listener: &UnixListener,
     socket_file: &Arc<SocketFile>,
     stop_signal: &Arc<AtomicI32>,
-    open: &Arc<AtomicUsize>,
+    open: Weak<Sender<()>>,
 ) -> anyhow::Result<()> {
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGUSR1]).context("register SIGINT, SIGTERM and SIGUSR1")?;
     // A second handle on the same listening socket, for this thread to shut down.
     let listening = listener.try_clone().context("clone the listener")?;
     let (socket_file, stop_signal) = (Arc::clone(socket_file), Arc::clone(stop_signal));
-    let open = Arc::clone(open);
     let wait = move || {
         // SIGUSR1 is answered here and filtered out, so it is never taken for a stop signal,
         // neither the first nor the second. Logged from this thread: a signal handler itself
         // may not lock a mutex or print (neither is async-signal-safe).
-        let mut signals = signals.forever().filter(|&signal| {
-            if signal == SIGUSR1 {
-                log!("open connections: {}", open.load(Ordering::SeqCst));
+        let mut stopping = false;
+        let mut signals = signals.forever().filter(move |&signal| {
+            if signal != SIGUSR1 {
+                stopping = true;
+                return true;
             }
-            signal != SIGUSR1
+            // Until a stop signal has passed here, `run` still holds `serving`: one strong count
+            // is its own, the rest are the open connections. After it, `run` drops its handle at
+            // a moment this thread cannot see, so stay silent: the shutdown logs the count.
+            if !stopping {
+                log!("open connections: {}", open.strong_count().saturating_sub(1));
+            }
+            false
         });
         if let Some(signal) = signals.next() {
             stop_signal.store(signal, Ordering::SeqCst);
@@ -286,30 +298,6 @@ fn signal_name(signal: i32) -> &'static str {
     signal_hook::low_level::signal_name(signal).unwrap_or("signal")
 }
 // ANCHOR_END: signals
-
-// ANCHOR: connections
-/// A connection being served: counted in `open` until its thread drops this, when `serve`
-/// returns (or a panic unwinds, or the thread never starts). Its clone of the `Sender` is what
-/// shutdown waits for: nothing is ever sent, but once every clone is dropped the receiver
-/// reports Disconnected.
-struct Connection {
-    open: Arc<AtomicUsize>,
-    _serving: Sender<()>,
-}
-
-impl Connection {
-    fn start(open: &Arc<AtomicUsize>, serving: &Sender<()>) -> Connection {
-        open.fetch_add(1, Ordering::SeqCst);
-        Connection { open: Arc::clone(open), _serving: serving.clone() }
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-// ANCHOR_END: connections
 
 // ANCHOR: serve
 /// One client's connection, on its own thread: whatever goes wrong ends only this connection.

@@ -17,8 +17,8 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{self, ExitCode};
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use std::{fs, thread};
@@ -170,10 +170,11 @@ fn run() -> anyhow::Result<()> {
         .context("write stdout")?;
     let allowed = Arc::new(Allowed::from_args(&args));
     // ANCHOR: accept_loop
-    // `open` counts the connections being served. Each also holds a clone of `serving`, a
-    // channel nobody sends on: shutdown waits on `all_closed` until the last clone is dropped.
-    let open = Arc::new(AtomicUsize::new(0));
-    let (serving, all_closed) = mpsc::channel();
+    // Each connection's thread holds a clone of `serving` until it ends, and shutdown waits for
+    // the last one (the idiom mini-redis uses): nothing is sent on the channel, but `all_closed`
+    // reports Disconnected once its only `Sender`, in `serving`, is dropped.
+    let (sender, all_closed) = mpsc::channel::<()>();
+    let serving = Arc::new(sender);
     for id in 1.. {
         let accepted = listener.accept();
         // After the first signal `accept` fails (its socket was shut down) or hands us a
@@ -183,12 +184,14 @@ fn run() -> anyhow::Result<()> {
         }
         match accepted {
             Ok((stream, _addr)) => {
-                let connection = Connection::start(&open, &serving);
+                // The thread's handle: the closure owns it, so it goes when `serve` returns or
+                // panics, and with the closure if the spawn fails.
+                let serving = Arc::clone(&serving);
                 let allowed = Arc::clone(&allowed);
                 // Builder, not thread::spawn: spawn panics when the OS refuses a thread.
                 let spawned = thread::Builder::new().spawn(move || {
                     serve(id, stream, &allowed, limits);
-                    drop(connection);
+                    drop(serving);
                 });
                 if let Err(err) = spawned {
                     log!("connection {id}: spawn: {err}");
@@ -209,15 +212,17 @@ fn run() -> anyhow::Result<()> {
     log!("{}: shutting down", signal_name(stop_signal.load(Ordering::SeqCst)));
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
-    let still_open = open.load(Ordering::SeqCst);
+    // Drop our own handle: now the strong count is the connections still open, and
+    // `recv_timeout` returns Disconnected the moment the last is dropped — a sleep, never a
+    // busy loop.
+    let open = Arc::downgrade(&serving);
+    drop(serving);
+    let still_open = open.strong_count();
     if still_open > 0 {
         log!("waiting up to {} ms for open connections: {still_open}", grace.as_millis());
     }
-    // Drop our own `Sender`: now only the connections hold one, and `recv_timeout` returns
-    // Disconnected the moment the last is dropped — a sleep, never a busy loop.
-    drop(serving);
     if let Err(RecvTimeoutError::Timeout) = all_closed.recv_timeout(grace) {
-        let cut_off = open.load(Ordering::SeqCst);
+        let cut_off = open.strong_count();
         log!("grace period over; cutting off open connections: {cut_off}");
     }
     // ANCHOR_END: grace
@@ -445,30 +450,6 @@ impl Allowed {
     }
 }
 // ANCHOR_END: allowed
-
-// ANCHOR: connections
-/// A connection being served: counted in `open` until its thread drops this, when `serve`
-/// returns (or a panic unwinds, or the thread never starts). Its clone of the `Sender` is what
-/// shutdown waits for: nothing is ever sent, but once every clone is dropped the receiver
-/// reports Disconnected.
-struct Connection {
-    open: Arc<AtomicUsize>,
-    _serving: Sender<()>,
-}
-
-impl Connection {
-    fn start(open: &Arc<AtomicUsize>, serving: &Sender<()>) -> Connection {
-        open.fetch_add(1, Ordering::SeqCst);
-        Connection { open: Arc::clone(open), _serving: serving.clone() }
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-// ANCHOR_END: connections
 
 // ANCHOR: serve
 /// One client's connection, on its own thread: whatever goes wrong ends only this connection.

@@ -17,7 +17,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{self, ExitCode};
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -191,11 +191,11 @@ fn run() -> anyhow::Result<()> {
         .context("write stdout")?;
     let allowed = Arc::new(Allowed::from_args(&args));
     // ANCHOR: accept_loop
-    // `open` counts the connections accepted and not yet closed. Each also holds a clone of
-    // `serving`, a channel nobody sends on: shutdown waits on `all_closed` until the last clone
-    // is dropped.
-    let open = Arc::new(AtomicUsize::new(0));
-    let (serving, all_closed) = mpsc::channel();
+    // Each job holds a clone of `serving` until its connection closes, and shutdown waits for
+    // the last one (the idiom mini-redis uses): nothing is sent on the channel, but `all_closed`
+    // reports Disconnected once its only `Sender`, in `serving`, is dropped.
+    let (sender, all_closed) = mpsc::channel::<()>();
+    let serving = Arc::new(sender);
     let queue = start_workers(args.workers, args.max_connections, &allowed, limits)?;
     let max_connections = args.max_connections as usize;
     for id in 1.. {
@@ -205,14 +205,15 @@ fn run() -> anyhow::Result<()> {
             break;
         }
         match listener.accept() {
-            // Full: say so at once, and never wait on this client (see `busy`).
-            Ok((stream, _addr)) if open.load(Ordering::SeqCst) >= max_connections => {
+            // Full: say so at once, and never wait on this client (see `busy`). While we serve,
+            // our own `serving` is one of the strong counts: the rest are the open connections.
+            Ok((stream, _addr)) if Arc::strong_count(&serving) > max_connections => {
                 log!("connection {id}: busy ({max_connections} open)");
                 busy(stream);
             }
             Ok((stream, _addr)) => {
-                let connection = Connection::start(&open, &serving);
-                let job = Job { id, stream, accepted: Instant::now(), _connection: connection };
+                let serving = Arc::clone(&serving);
+                let job = Job { id, stream, accepted: Instant::now(), _serving: serving };
                 // Never blocks: the queue has room for `max_connections`, more than are open.
                 if let Err(err) = queue.try_send(job) {
                     log!("connection {id}: queue: {err}");
@@ -236,15 +237,17 @@ fn run() -> anyhow::Result<()> {
     log!("{}: shutting down", signal_name(stop_signal.load(Ordering::SeqCst)));
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
-    let still_open = open.load(Ordering::SeqCst);
+    // Drop our own handle: now the strong count is the connections still open, and
+    // `recv_timeout` returns Disconnected the moment the last is dropped — a sleep, never a
+    // busy loop.
+    let open = Arc::downgrade(&serving);
+    drop(serving);
+    let still_open = open.strong_count();
     if still_open > 0 {
         log!("waiting up to {} ms for open connections: {still_open}", grace.as_millis());
     }
-    // Drop our own `Sender`: now only the connections hold one, and `recv_timeout` returns
-    // Disconnected the moment the last is dropped — a sleep, never a busy loop.
-    drop(serving);
     if let Err(RecvTimeoutError::Timeout) = all_closed.recv_timeout(grace) {
-        let cut_off = open.load(Ordering::SeqCst);
+        let cut_off = open.strong_count();
         log!("grace period over; cutting off open connections: {cut_off}");
     }
     // ANCHOR_END: grace
@@ -570,8 +573,8 @@ struct Job {
     stream: UnixStream,
     /// Its first line is due `--idle-timeout-ms` after this, however long it waits for a worker.
     accepted: Instant,
-    /// Counts it as open until the worker is done with it.
-    _connection: Connection,
+    /// A clone of `serving`: counts it as open until the worker is done with it.
+    _serving: Arc<Sender<()>>,
 }
 
 /// Start `workers` threads that serve the connections sent to the returned queue, one at a
@@ -622,30 +625,6 @@ fn has_input(stream: &UnixStream) -> bool {
     matches!(poll(&mut fds, Some(&Timespec::default())), Ok(1..))
 }
 // ANCHOR_END: pool
-
-// ANCHOR: connections
-/// A connection being served: counted in `open` until its thread drops this, when `serve`
-/// returns (or a panic unwinds, or the thread never starts). Its clone of the `Sender` is what
-/// shutdown waits for: nothing is ever sent, but once every clone is dropped the receiver
-/// reports Disconnected.
-struct Connection {
-    open: Arc<AtomicUsize>,
-    _serving: Sender<()>,
-}
-
-impl Connection {
-    fn start(open: &Arc<AtomicUsize>, serving: &Sender<()>) -> Connection {
-        open.fetch_add(1, Ordering::SeqCst);
-        Connection { open: Arc::clone(open), _serving: serving.clone() }
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-// ANCHOR_END: connections
 
 // ANCHOR: serve
 /// One client's connection, on its own thread: whatever goes wrong ends only this connection.

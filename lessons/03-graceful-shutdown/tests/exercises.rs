@@ -45,7 +45,8 @@ fn ex1_sigterm_then_sighup_removes_the_file_and_exits_1_at_once() {
 
 /// SIGUSR1 logs how many connections are open, and nothing else changes: the server keeps
 /// answering old and new clients, the count follows a client's close, and SIGTERM afterwards
-/// is still the first stop signal (a graceful exit 0, not the second signal's exit 1).
+/// is still the first stop signal (a graceful exit 0, not the second signal's exit 1), and a
+/// SIGUSR1 during its grace period does not stop the server either.
 #[test]
 #[ignore = "exercise: cargo run -- check 3"]
 fn ex2_sigusr1_reports_the_open_connections_and_the_server_keeps_serving() {
@@ -74,6 +75,9 @@ fn ex2_sigusr1_reports_the_open_connections_and_the_server_keeps_serving() {
     assert_eq!(two.ask("still here"), "STILL HERE\n");
     server.signal(Signal::TERM);
     server.wait_for_line("lesson03-server: SIGTERM: shutting down");
+    // During the grace period SIGUSR1 is still not a stop signal: the client is still answered.
+    server.signal(Signal::USR1);
+    assert_eq!(two.ask("after the stop"), "AFTER THE STOP\n");
     two.shutdown_write();
     assert!(two.at_eof());
     let (status, output) = server.finish();

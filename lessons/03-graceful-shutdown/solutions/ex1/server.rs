@@ -76,8 +76,8 @@ fn run() -> anyhow::Result<()> {
         .and_then(|()| stdout.flush())
         .context("write stdout")?;
     // ANCHOR: accept_loop
-    // Each connection's thread holds a clone of `serving` until it ends, and shutdown waits for
-    // the last one (the idiom mini-redis uses): nothing is sent on the channel, but `all_closed`
+    // Each connection holds a clone of `serving` until it closes, and shutdown waits for the
+    // last one (the idiom mini-redis uses): nothing is sent on the channel, but `all_closed`
     // reports Disconnected once its only `Sender`, in `serving`, is dropped.
     let (sender, all_closed) = mpsc::channel::<()>();
     let serving = Arc::new(sender);

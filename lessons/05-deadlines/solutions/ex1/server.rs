@@ -133,8 +133,8 @@ fn run() -> anyhow::Result<()> {
         .context("write stdout")?;
     let allowed = Arc::new(Allowed::from_args(&args));
     // ANCHOR: accept_loop
-    // Each connection's thread holds a clone of `serving` until it ends, and shutdown waits for
-    // the last one (the idiom mini-redis uses): nothing is sent on the channel, but `all_closed`
+    // Each connection holds a clone of `serving` until it closes, and shutdown waits for the
+    // last one (the idiom mini-redis uses): nothing is sent on the channel, but `all_closed`
     // reports Disconnected once its only `Sender`, in `serving`, is dropped.
     let (sender, all_closed) = mpsc::channel::<()>();
     let serving = Arc::new(sender);

@@ -173,9 +173,8 @@ fn run() -> anyhow::Result<()> {
     log!("{}: shutting down", signal_name(stop_signal.load(Ordering::SeqCst)));
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
-    // Drop our own handle: now the strong count is the connections still open, and
-    // `recv_timeout` returns Disconnected the moment the last is dropped — a sleep, never a
-    // busy loop.
+    // Drop our own handle: from now on the strong count is the open connections, and
+    // `recv_timeout` returns Disconnected when the last goes — a sleep, never a busy loop.
     let open = Arc::downgrade(&serving);
     drop(serving);
     let still_open = open.strong_count();
@@ -183,8 +182,7 @@ fn run() -> anyhow::Result<()> {
         log!("waiting up to {} ms for open connections: {still_open}", grace.as_millis());
     }
     if let Err(RecvTimeoutError::Timeout) = all_closed.recv_timeout(grace) {
-        let cut_off = open.strong_count();
-        log!("grace period over; cutting off open connections: {cut_off}");
+        log!("grace period over; cutting off open connections: {}", open.strong_count());
     }
     // ANCHOR_END: grace
     if socket_file.remove() {

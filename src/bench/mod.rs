@@ -171,10 +171,6 @@ fn build_lesson_servers(interrupted: &AtomicBool) -> anyhow::Result<Vec<(Lesson,
             continue;
         }
         bail_if_interrupted(interrupted)?;
-        // The load (connections, lines) is the line protocol's: a lesson without it is left out.
-        if !lesson.speaks_lines()? {
-            continue;
-        }
         bins.build(&lesson)?;
         let server = bins.binary(&lesson, &format!("{}-server", lesson.package()))?;
         servers.push((lesson, server));

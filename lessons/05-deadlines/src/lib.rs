@@ -14,7 +14,7 @@ use std::{env, fs};
 use anyhow::{Context, bail};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use rustix::net::sockopt::{Timeout, set_socket_timeout};
-use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType, socket_with};
 use rustix::process::getuid;
 
 /// The file name of this lesson's socket inside [`default_socket_dir`].
@@ -91,12 +91,7 @@ pub fn connect_within(path: &Path, timeout: Duration) -> io::Result<UnixStream> 
     // `UnixStream::connect` reports it: "path must be shorter than SUN_LEN".
     SocketAddr::from_pathname(path)?;
     let address = SocketAddrUnix::new(path)?;
-    let socket = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let socket = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
     set_socket_timeout(&socket, Timeout::Send, Some(timeout))?;
     rustix::net::connect(&socket, &address).map_err(|errno| timed_out(errno.into()))?;
     Ok(UnixStream::from(socket))
@@ -106,12 +101,10 @@ pub fn connect_within(path: &Path, timeout: Duration) -> io::Result<UnixStream> 
 /// "Resource temporarily unavailable"), which reads like a bug in the program; on a blocking
 /// socket EAGAIN means exactly that the timeout passed.
 pub fn timed_out(err: io::Error) -> io::Error {
-    match err.kind() {
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-            io::Error::new(ErrorKind::TimedOut, "timed out")
-        }
-        _ => err,
+    if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+        return io::Error::new(ErrorKind::TimedOut, "timed out");
     }
+    err
 }
 // ANCHOR_END: bounded_connect
 

@@ -6,7 +6,6 @@
 
 use std::ffi::OsString;
 use std::io::{self, ErrorKind};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 use std::path::{Path, PathBuf};
@@ -17,7 +16,7 @@ use anyhow::{Context, bail};
 #[cfg(target_os = "linux")]
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use rustix::net::sockopt::{Timeout, set_socket_timeout};
-use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType, socket_with};
 use rustix::process::getuid;
 
 /// The file name of this lesson's socket inside [`default_socket_dir`].
@@ -78,7 +77,7 @@ impl Address {
     /// clap's parser for PATH: `@name` is the abstract name `name`; anything else is a path.
     /// A file whose name starts with `@` is written `./@name`.
     pub fn parse(text: OsString) -> Result<Address, String> {
-        match text.as_bytes().strip_prefix(b"@") {
+        match text.as_encoded_bytes().strip_prefix(b"@") {
             Some([]) => Err("`@` needs a name after it, like `@lesson12`".to_owned()),
             Some(name) => Ok(Address::Abstract(name.to_vec())),
             None => Ok(Address::File(PathBuf::from(text))),
@@ -159,12 +158,7 @@ pub fn connect_within(path: &Address, timeout: Duration) -> io::Result<UnixStrea
         #[cfg(not(target_os = "linux"))]
         Address::Abstract(_) => return Err(linux_only()),
     };
-    let socket = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let socket = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
     set_socket_timeout(&socket, Timeout::Send, Some(timeout))?;
     rustix::net::connect(&socket, &address).map_err(|errno| timed_out(errno.into()))?;
     Ok(UnixStream::from(socket))
@@ -174,12 +168,10 @@ pub fn connect_within(path: &Address, timeout: Duration) -> io::Result<UnixStrea
 /// "Resource temporarily unavailable"), which reads like a bug in the program; on a blocking
 /// socket EAGAIN means exactly that the timeout passed.
 pub fn timed_out(err: io::Error) -> io::Error {
-    match err.kind() {
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-            io::Error::new(ErrorKind::TimedOut, "timed out")
-        }
-        _ => err,
+    if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+        return io::Error::new(ErrorKind::TimedOut, "timed out");
     }
+    err
 }
 // ANCHOR_END: bounded_connect
 

@@ -74,12 +74,9 @@ fn run() -> anyhow::Result<()> {
     let serving = Arc::new(sender);
     // Before `listening on`: a signal that arrives once we are ready must find its handler.
     handle_signals(&listener, &socket_file, &stop_signal, Arc::downgrade(&serving))?;
-    // The line that scripts and tests wait for. writeln!, not println!, which would panic
-    // if nobody reads our stdout.
-    let mut stdout = io::stdout();
-    writeln!(stdout, "listening on {}", path.display())
-        .and_then(|()| stdout.flush())
-        .context("write stdout")?;
+    // The line that scripts and tests wait for (stdout flushes at each newline). writeln!,
+    // not println!, which would panic if nobody reads our stdout.
+    writeln!(io::stdout(), "listening on {}", path.display()).context("write stdout")?;
     // ANCHOR: accept_loop
     for id in 1.. {
         let accepted = listener.accept();

@@ -119,12 +119,9 @@ fn run() -> anyhow::Result<()> {
     let stop_signal = Arc::new(AtomicI32::new(0));
     // Before `listening on`: a signal that arrives once we are ready must find its handler.
     handle_signals(&listener, &socket_file, &stop_signal)?;
-    // The line that scripts and tests wait for. writeln!, not println!, which would panic
-    // if nobody reads our stdout.
-    let mut stdout = io::stdout();
-    writeln!(stdout, "listening on {}", path.display())
-        .and_then(|()| stdout.flush())
-        .context("write stdout")?;
+    // The line that scripts and tests wait for (stdout flushes at each newline). writeln!,
+    // not println!, which would panic if nobody reads our stdout.
+    writeln!(io::stdout(), "listening on {}", path.display()).context("write stdout")?;
     let allowed = Arc::new(Allowed::from_args(&args));
     // ANCHOR: accept_loop
     // Each connection holds a clone of `serving` until it closes, and shutdown waits for the

@@ -1,9 +1,8 @@
 //! lesson06-client: send lines to a server, print each reply as it arrives.
 //!
-//! The one idea: PATH may be `@name`, a name in Linux's abstract namespace, and the client
-//! connects to it as to a socket file. With no file, a name nobody holds is "Connection
-//! refused", never "No such file or directory". (`--timeout-ms`, from lesson 05, bounds
-//! `connect`, each write and each wait for a reply.)
+//! The one idea: PATH may be `@name`, a name in Linux's abstract namespace, connected to as a
+//! socket file is. With no file, a name nobody holds is "Connection refused", never "No such
+//! file or directory". (`--timeout-ms`, from lesson 05, bounds each connect, write and reply.)
 //!
 //! Run: start the server (it prints `listening on PATH`), then
 //! `cargo run --bin lesson06-client -- PATH hello world`, or without messages to type lines
@@ -30,8 +29,7 @@ use lesson06::{
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The server's socket, or `@name` for an abstract name (Linux) [default:
-    /// $XDG_RUNTIME_DIR/uds-course/lesson06.sock]
+    /// The server's socket, or @name (Linux) [default: $XDG_RUNTIME_DIR/uds-course/lesson06.sock]
     #[arg(value_name = "PATH", value_parser = OsStringValueParser::new().try_map(Address::parse))]
     path: Option<Address>,
     /// Lines to send; with none, each line of stdin is sent as typed

@@ -6,8 +6,7 @@
 //! (served or waiting), and past it a client is answered `error: busy` at once.
 //!
 //! Run: `cargo run --bin lesson07-server` prints `listening on PATH`; then, in another terminal,
-//! `cargo run --bin lesson07-client -- PATH hello` or `nc -NU PATH`. PATH `@lesson07` is a name
-//! (`socat - ABSTRACT-CONNECT:lesson07` talks to it). Partner: client.rs.
+//! `cargo run --bin lesson07-client -- PATH hello` or `nc -NU PATH`. Partner: client.rs.
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::Shutdown;
@@ -38,8 +37,7 @@ use signal_hook::iterator::Signals;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// Where to create the socket, or `@name` for an abstract name (Linux) [default:
-    /// $XDG_RUNTIME_DIR/uds-course/lesson07.sock]
+    /// The socket to create, or @name (Linux) [default: $XDG_RUNTIME_DIR/uds-course/lesson07.sock]
     #[arg(value_name = "PATH", value_parser = OsStringValueParser::new().try_map(Address::parse))]
     path: Option<Address>,
     /// After SIGINT or SIGTERM, how long accepted connections may take to finish
@@ -149,12 +147,9 @@ fn run() -> anyhow::Result<()> {
     let stop_signal = Arc::new(AtomicI32::new(0));
     // Before `listening on`: a signal that arrives once we are ready must find its handler.
     handle_signals(&listener, &socket_file, &stop_signal)?;
-    // The line that scripts and tests wait for. writeln!, not println!, which would panic
-    // if nobody reads our stdout.
-    let mut stdout = io::stdout();
-    writeln!(stdout, "listening on {}", path.display())
-        .and_then(|()| stdout.flush())
-        .context("write stdout")?;
+    // The line that scripts and tests wait for (stdout flushes at each newline). writeln!,
+    // not println!, which would panic if nobody reads our stdout.
+    writeln!(io::stdout(), "listening on {}", path.display()).context("write stdout")?;
     let allowed = Arc::new(Allowed::from_args(&args));
     // ANCHOR: accept_loop
     // Each connection holds a clone of `serving` until it closes, and shutdown waits for the
@@ -488,8 +483,7 @@ fn has_input(stream: &UnixStream) -> bool {
 fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits, accepted: Instant) {
     // ANCHOR: peer
     // SO_PEERCRED: the kernel recorded who called `connect` (uid, gid, pid at that moment).
-    // The client cannot lie about it, unlike anything it could send us. With an abstract name
-    // it is the only lock: no file mode keeps anyone out.
+    // The client cannot lie about it, unlike anything it could send us.
     let (uid, gid, pid) = match peer_credentials(&stream) {
         Ok(peer) => peer,
         Err(err) => {

@@ -43,8 +43,7 @@ use signal_hook::iterator::Signals;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// Where to create the socket, or `@name` for an abstract name (Linux) [default:
-    /// $XDG_RUNTIME_DIR/uds-course/lesson12.sock]
+    /// The socket to create, or @name (Linux) [default: $XDG_RUNTIME_DIR/uds-course/lesson12.sock]
     #[arg(value_name = "PATH", value_parser = OsStringValueParser::new().try_map(Address::parse))]
     path: Option<Address>,
     /// After SIGINT or SIGTERM, how long accepted connections may take to finish
@@ -183,12 +182,9 @@ fn run() -> anyhow::Result<()> {
     let (wake, woken) = UnixStream::pair().context("make the wake-up pair")?;
     // Before `listening on`: a signal that arrives once we are ready must find its handler.
     handle_signals(wake, &socket_file, &stop_signal)?;
-    // The line that scripts and tests wait for. writeln!, not println!, which would panic
-    // if nobody reads our stdout.
-    let mut stdout = io::stdout();
-    writeln!(stdout, "listening on {}", path.display())
-        .and_then(|()| stdout.flush())
-        .context("write stdout")?;
+    // The line that scripts and tests wait for (stdout flushes at each newline). writeln!,
+    // not println!, which would panic if nobody reads our stdout.
+    writeln!(io::stdout(), "listening on {}", path.display()).context("write stdout")?;
     // Exercise 1: the service manager learns we are ready when we are, not when we started.
     notify("READY=1");
     let allowed = Arc::new(Allowed::from_args(&args));
@@ -650,8 +646,7 @@ fn has_input(stream: &UnixStream) -> bool {
 fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits, accepted: Instant) {
     // ANCHOR: peer
     // SO_PEERCRED: the kernel recorded who called `connect` (uid, gid, pid at that moment).
-    // The client cannot lie about it, unlike anything it could send us. With an abstract name
-    // it is the only lock: no file mode keeps anyone out.
+    // The client cannot lie about it, unlike anything it could send us.
     let (uid, gid, pid) = match peer_credentials(&stream) {
         Ok(peer) => peer,
         Err(err) => {

@@ -50,8 +50,7 @@ use tokio_util::task::TaskTracker;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// Where to create the socket, or `@name` for an abstract name (Linux) [default:
-    /// $XDG_RUNTIME_DIR/uds-course/lesson14.sock]
+    /// The socket to create, or @name (Linux) [default: $XDG_RUNTIME_DIR/uds-course/lesson14.sock]
     #[arg(value_name = "PATH", value_parser = OsStringValueParser::new().try_map(Address::parse))]
     path: Option<Address>,
     /// After SIGINT or SIGTERM, how long accepted connections may take to finish
@@ -185,12 +184,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     // Before `listening on`: a signal that arrives once we are ready must find its handler.
     let stop_signal = handle_signals(&socket_file, &stop)?;
-    // The line that scripts and tests wait for. writeln!, not println!, which would panic
-    // if nobody reads our stdout.
-    let mut stdout = io::stdout();
-    writeln!(stdout, "listening on {}", path.display())
-        .and_then(|()| stdout.flush())
-        .context("write stdout")?;
+    // The line that scripts and tests wait for (stdout flushes at each newline). writeln!,
+    // not println!, which would panic if nobody reads our stdout.
+    writeln!(io::stdout(), "listening on {}", path.display()).context("write stdout")?;
     let allowed = Arc::new(Allowed::from_args(&args));
     // ANCHOR: accept_loop
     // A permit for each connection accepted and not yet closed; its task holds it, and gives
@@ -479,8 +475,7 @@ async fn serve(
 ) {
     // ANCHOR: peer
     // SO_PEERCRED: the kernel recorded who called `connect` (uid, gid, pid at that moment).
-    // The client cannot lie about it, unlike anything it could send us. With an abstract name
-    // it is the only lock: no file mode keeps anyone out.
+    // The client cannot lie about it, unlike anything it could send us.
     let peer = match stream.peer_cred() {
         Ok(peer) => peer,
         Err(err) => {

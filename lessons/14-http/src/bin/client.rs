@@ -31,8 +31,7 @@ use lesson14::{
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The server's socket, or `@name` for an abstract name (Linux) [default:
-    /// $XDG_RUNTIME_DIR/uds-course/lesson14.sock]
+    /// The server's socket, or @name (Linux) [default: $XDG_RUNTIME_DIR/uds-course/lesson14.sock]
     #[arg(value_name = "PATH", value_parser = OsStringValueParser::new().try_map(Address::parse))]
     path: Option<Address>,
     /// Messages to send, each the body of a request of its own (one at least)

@@ -67,9 +67,8 @@ fn run() -> anyhow::Result<()> {
     // ANCHOR_END: guard
     // 0 while serving; then the signal that asked us to stop.
     let stop_signal = Arc::new(AtomicI32::new(0));
-    // Each connection holds a clone of `serving` until it closes, and shutdown waits for the
-    // last one (the idiom mini-redis uses): nothing is sent on the channel, but `all_closed`
-    // reports Disconnected once its only `Sender`, in `serving`, is dropped.
+    // Each connection holds a clone of `serving` until it closes (mini-redis's idiom): nothing is
+    // sent, but `all_closed` reports Disconnected once the last, with the only `Sender`, is gone.
     let (sender, all_closed) = mpsc::channel::<()>();
     let serving = Arc::new(sender);
     // Before `listening on`: a signal that arrives once we are ready must find its handler.
@@ -87,8 +86,7 @@ fn run() -> anyhow::Result<()> {
         }
         match accepted {
             Ok((stream, _addr)) => {
-                // The thread's handle: the closure owns it, so it goes when `serve` returns or
-                // panics, and with the closure if the spawn fails.
+                // Owned by the closure: gone when `serve` returns or panics, or if the spawn fails.
                 let serving = Arc::clone(&serving);
                 // Builder, not thread::spawn: spawn panics when the OS refuses a thread.
                 let spawned = thread::Builder::new().spawn(move || {

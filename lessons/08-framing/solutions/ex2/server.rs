@@ -129,9 +129,8 @@ fn run() -> anyhow::Result<()> {
     writeln!(io::stdout(), "listening on {}", path.display()).context("write stdout")?;
     let allowed = Arc::new(Allowed::from_args(&args));
     // ANCHOR: accept_loop
-    // Each connection holds a clone of `serving` until it closes, and shutdown waits for the
-    // last one (the idiom mini-redis uses): nothing is sent on the channel, but `all_closed`
-    // reports Disconnected once its only `Sender`, in `serving`, is dropped.
+    // Each connection holds a clone of `serving` until it closes (mini-redis's idiom): nothing is
+    // sent, but `all_closed` reports Disconnected once the last, with the only `Sender`, is gone.
     let (sender, all_closed) = mpsc::channel::<()>();
     let serving = Arc::new(sender);
     for id in 1.. {
@@ -143,8 +142,7 @@ fn run() -> anyhow::Result<()> {
         }
         match accepted {
             Ok((stream, _addr)) => {
-                // The thread's handle: the closure owns it, so it goes when `serve` returns or
-                // panics, and with the closure if the spawn fails.
+                // Owned by the closure: gone when `serve` returns or panics, or if the spawn fails.
                 let serving = Arc::clone(&serving);
                 let allowed = Arc::clone(&allowed);
                 // Builder, not thread::spawn: spawn panics when the OS refuses a thread.

@@ -187,9 +187,8 @@ fn run() -> anyhow::Result<()> {
     writeln!(io::stdout(), "listening on {}", path.display()).context("write stdout")?;
     let allowed = Arc::new(Allowed::from_args(&args));
     // ANCHOR: accept_loop
-    // Each connection holds a clone of `serving` until it closes, and shutdown waits for the
-    // last one (the idiom mini-redis uses): nothing is sent on the channel, but `all_closed`
-    // reports Disconnected once its only `Sender`, in `serving`, is dropped.
+    // Each connection holds a clone of `serving` until it closes (mini-redis's idiom): nothing is
+    // sent, but `all_closed` reports Disconnected once the last, with the only `Sender`, is gone.
     let (sender, all_closed) = mpsc::channel::<()>();
     let serving = Arc::new(sender);
     let queue = start_workers(args.workers, args.max_connections, &allowed, limits)?;

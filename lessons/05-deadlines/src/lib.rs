@@ -101,10 +101,12 @@ pub fn connect_within(path: &Path, timeout: Duration) -> io::Result<UnixStream> 
 /// "Resource temporarily unavailable"), which reads like a bug in the program; on a blocking
 /// socket EAGAIN means exactly that the timeout passed.
 pub fn timed_out(err: io::Error) -> io::Error {
-    if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-        return io::Error::new(ErrorKind::TimedOut, "timed out");
+    match err.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            io::Error::new(ErrorKind::TimedOut, "timed out")
+        }
+        _ => err,
     }
-    err
 }
 // ANCHOR_END: bounded_connect
 
@@ -121,7 +123,7 @@ pub fn parse_timeout_ms(text: &str) -> Result<u64, String> {
 // ANCHOR: log
 /// `eprintln!` with the server's name in front (`lesson05-server: ...`), in one `write`.
 /// `eprintln!` itself writes each piece of its line separately (stderr has no buffer): nine
-/// system calls for a line with four values in it, more than serving a client's line costs.
+/// system calls for lesson 04's `accepted from` line, more than serving a client's line costs.
 /// A write to stderr that fails is not a reason to stop serving, so it is ignored.
 #[macro_export]
 macro_rules! log {

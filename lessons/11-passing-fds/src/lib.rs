@@ -71,7 +71,7 @@ pub fn peer_credentials(stream: &UnixStream) -> io::Result<(u32, u32, i32)> {
 // ANCHOR: log
 /// `eprintln!` with the server's name in front (`lesson11-server: ...`), in one `write`.
 /// `eprintln!` itself writes each piece of its line separately (stderr has no buffer): nine
-/// system calls for a line with four values in it, more than serving a client's line costs.
+/// system calls for lesson 04's `accepted from` line, more than serving a client's line costs.
 /// A write to stderr that fails is not a reason to stop serving, so it is ignored.
 #[macro_export]
 macro_rules! log {

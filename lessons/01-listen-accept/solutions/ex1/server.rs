@@ -52,9 +52,12 @@ fn run() -> anyhow::Result<()> {
     // died — `bind` fails with "Address already in use".
     let listener = UnixListener::bind(&path).with_context(|| format!("bind {}", path.display()))?;
     // ANCHOR_END: bind
-    // The line that scripts and tests wait for (stdout flushes at each newline). writeln!,
-    // not println!, which would panic if nobody reads our stdout.
-    writeln!(io::stdout(), "listening on {}", path.display()).context("write stdout")?;
+    // The line that scripts and tests wait for. writeln!, not println!, which would panic
+    // if nobody reads our stdout.
+    let mut stdout = io::stdout();
+    writeln!(stdout, "listening on {}", path.display())
+        .and_then(|()| stdout.flush())
+        .context("write stdout")?;
     // ANCHOR: accept_loop
     for id in 1.. {
         match listener.accept() {

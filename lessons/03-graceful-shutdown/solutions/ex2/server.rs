@@ -67,15 +67,18 @@ fn run() -> anyhow::Result<()> {
     // ANCHOR_END: guard
     // 0 while serving; then the signal that asked us to stop.
     let stop_signal = Arc::new(AtomicI32::new(0));
-    // Each connection holds a clone of `serving` until it closes (mini-redis's idiom): nothing is
+    // Each connection holds a clone of `serving` until it closes (as mini-redis waits): nothing is
     // sent, but `all_closed` reports Disconnected once the last, with the only `Sender`, is gone.
     let (sender, all_closed) = mpsc::channel::<()>();
     let serving = Arc::new(sender);
     // Before `listening on`: a signal that arrives once we are ready must find its handler.
     handle_signals(&listener, &socket_file, &stop_signal, Arc::downgrade(&serving))?;
-    // The line that scripts and tests wait for (stdout flushes at each newline). writeln!,
-    // not println!, which would panic if nobody reads our stdout.
-    writeln!(io::stdout(), "listening on {}", path.display()).context("write stdout")?;
+    // The line that scripts and tests wait for. writeln!, not println!, which would panic
+    // if nobody reads our stdout.
+    let mut stdout = io::stdout();
+    writeln!(stdout, "listening on {}", path.display())
+        .and_then(|()| stdout.flush())
+        .context("write stdout")?;
     // ANCHOR: accept_loop
     for id in 1.. {
         let accepted = listener.accept();
@@ -180,12 +183,8 @@ impl SocketFile {
     fn bound_at(path: &Path) -> anyhow::Result<SocketFile> {
         let meta =
             fs::symlink_metadata(path).with_context(|| format!("stat {}", path.display()))?;
-        Ok(SocketFile {
-            path: path.to_owned(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-            removed: Mutex::new(false),
-        })
+        let (dev, ino) = (meta.dev(), meta.ino());
+        Ok(SocketFile { path: path.to_owned(), dev, ino, removed: Mutex::new(false) })
     }
 
     /// Remove the file if it is still the one we bound; true if this call removed it. Two
@@ -247,24 +246,18 @@ fn handle_signals(
     let listening = listener.try_clone().context("clone the listener")?;
     let (socket_file, stop_signal) = (Arc::clone(socket_file), Arc::clone(stop_signal));
     let wait = move || {
-        // SIGUSR1 is answered here and filtered out, so it is never taken for a stop signal,
-        // neither the first nor the second. Logged from this thread: a signal handler itself
-        // may not lock a mutex or print (neither is async-signal-safe).
-        let mut stopping = false;
-        let mut signals = signals.forever().filter(move |&signal| {
-            if signal != SIGUSR1 {
-                stopping = true;
-                return true;
+        // SIGUSR1 is answered here, never taken for a stop signal. Logged from this thread: a
+        // signal handler itself may not lock a mutex or print (neither is async-signal-safe).
+        let mut signals = signals.forever();
+        // Until a stop signal comes, `run` still holds `serving`: one strong count is its own,
+        // the rest are the open connections.
+        let first = loop {
+            match signals.next() {
+                Some(SIGUSR1) => log!("open connections: {}", open.strong_count() - 1),
+                other => break other,
             }
-            // Until a stop signal has passed here, `run` still holds `serving`: one strong count
-            // is its own, the rest are the open connections. After it, `run` drops its handle at
-            // a moment this thread cannot see, so stay silent: the shutdown logs the count.
-            if !stopping {
-                log!("open connections: {}", open.strong_count().saturating_sub(1));
-            }
-            false
-        });
-        if let Some(signal) = signals.next() {
+        };
+        if let Some(signal) = first {
             stop_signal.store(signal, Ordering::SeqCst);
             // shutdown(2) on a listening socket makes the blocked `accept` return at once,
             // with an error, and from now on `connect` is refused. That is Linux; on macOS and
@@ -274,7 +267,9 @@ fn handle_signals(
             }
             drop(listening); // the main thread closes its handle too, once it stops accepting
         }
-        if let Some(signal) = signals.next() {
+        // Now `run` drops its handle at a moment this thread cannot see, so SIGUSR1 gets no
+        // answer: the shutdown's own lines give the count.
+        if let Some(signal) = signals.find(|&signal| signal != SIGUSR1) {
             log!("{} again: exiting now", signal_name(signal));
             // process::exit runs no destructors, so remove the file by hand.
             if socket_file.remove() {

@@ -147,12 +147,15 @@ fn run() -> anyhow::Result<()> {
     let stop_signal = Arc::new(AtomicI32::new(0));
     // Before `listening on`: a signal that arrives once we are ready must find its handler.
     handle_signals(&listener, &socket_file, &stop_signal)?;
-    // The line that scripts and tests wait for (stdout flushes at each newline). writeln!,
-    // not println!, which would panic if nobody reads our stdout.
-    writeln!(io::stdout(), "listening on {}", path.display()).context("write stdout")?;
+    // The line that scripts and tests wait for. writeln!, not println!, which would panic
+    // if nobody reads our stdout.
+    let mut stdout = io::stdout();
+    writeln!(stdout, "listening on {}", path.display())
+        .and_then(|()| stdout.flush())
+        .context("write stdout")?;
     let allowed = Arc::new(Allowed::from_args(&args));
     // ANCHOR: accept_loop
-    // Each connection holds a clone of `serving` until it closes (mini-redis's idiom): nothing is
+    // Each connection holds a clone of `serving` until it closes (as mini-redis waits): nothing is
     // sent, but `all_closed` reports Disconnected once the last, with the only `Sender`, is gone.
     let (sender, all_closed) = mpsc::channel::<()>();
     let serving = Arc::new(sender);
@@ -288,12 +291,8 @@ impl SocketFile {
     fn bound_at(path: &Path) -> anyhow::Result<SocketFile> {
         let meta =
             fs::symlink_metadata(path).with_context(|| format!("stat {}", path.display()))?;
-        Ok(SocketFile {
-            path: path.to_owned(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-            removed: Mutex::new(false),
-        })
+        let (dev, ino) = (meta.dev(), meta.ino());
+        Ok(SocketFile { path: path.to_owned(), dev, ino, removed: Mutex::new(false) })
     }
 
     /// Remove the file if it is still the one we bound; true if this call removed it. Two

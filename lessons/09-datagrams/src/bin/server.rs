@@ -61,7 +61,10 @@ fn run() -> anyhow::Result<()> {
     // ANCHOR_END: bind
     // The line that scripts and tests wait for, as in every lesson, though nothing "listens".
     // writeln!, not println!, which would panic if nobody reads our stdout.
-    writeln!(io::stdout(), "listening on {}", path.display()).context("write stdout")?;
+    let mut stdout = io::stdout();
+    writeln!(stdout, "listening on {}", path.display())
+        .and_then(|()| stdout.flush())
+        .context("write stdout")?;
     // ANCHOR: receive
     // One buffer for every datagram: BYTES is all we keep. RecvFlags::TRUNC makes the kernel
     // return the datagram's real length even when it did not fit; std's `recv_from` returns

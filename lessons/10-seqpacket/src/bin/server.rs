@@ -65,9 +65,12 @@ fn run() -> anyhow::Result<()> {
     // Up to 128 connections may wait for `accept` (the kernel caps it at somaxconn).
     listen(&listener, 128).with_context(|| format!("listen {}", path.display()))?;
     // ANCHOR_END: bind
-    // The line that scripts and tests wait for (stdout flushes at each newline). writeln!,
-    // not println!, which would panic if nobody reads our stdout.
-    writeln!(io::stdout(), "listening on {}", path.display()).context("write stdout")?;
+    // The line that scripts and tests wait for. writeln!, not println!, which would panic
+    // if nobody reads our stdout.
+    let mut stdout = io::stdout();
+    writeln!(stdout, "listening on {}", path.display())
+        .and_then(|()| stdout.flush())
+        .context("write stdout")?;
     // ANCHOR: accept_loop
     for id in 1.. {
         match accept(&listener) {

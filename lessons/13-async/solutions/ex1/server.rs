@@ -164,9 +164,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     // Before `listening on`: a signal that arrives once we are ready must find its handler.
     let stop_signal = handle_signals(&socket_file, &stop)?;
-    // The line that scripts and tests wait for (stdout flushes at each newline). writeln!,
-    // not println!, which would panic if nobody reads our stdout.
-    writeln!(io::stdout(), "listening on {}", path.display()).context("write stdout")?;
+    // The line that scripts and tests wait for. writeln!, not println!, which would panic
+    // if nobody reads our stdout.
+    let mut stdout = io::stdout();
+    writeln!(stdout, "listening on {}", path.display())
+        .and_then(|()| stdout.flush())
+        .context("write stdout")?;
     let allowed = Arc::new(Allowed::from_args(&args));
     // ANCHOR: accept_loop
     // A permit for each connection accepted and not yet closed; its task holds it, and gives
@@ -296,12 +299,8 @@ impl SocketFile {
     fn bound_at(path: &Path) -> anyhow::Result<SocketFile> {
         let meta =
             fs::symlink_metadata(path).with_context(|| format!("stat {}", path.display()))?;
-        Ok(SocketFile {
-            path: path.to_owned(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-            removed: Mutex::new(false),
-        })
+        let (dev, ino) = (meta.dev(), meta.ino());
+        Ok(SocketFile { path: path.to_owned(), dev, ino, removed: Mutex::new(false) })
     }
 
     /// Remove the file if it is still the one we bound; true if this call removed it. Two

@@ -166,9 +166,38 @@ fn assert_table(report: &Value, id: &str, columns: &[&str], rows: &[String], rat
     }
 }
 
+/// The servers' CPU time per connection: the two lean servers, then every lesson's server. The
+/// lean servers' threads are timed to the nanosecond; a lesson's server in clock ticks
+/// (/proc/PID/stat, 10 ms), more than a quick run's few hundred connections may cost it, so its
+/// figures may be 0, but never missing or negative.
+fn assert_cpu_table(report: &Value) {
+    let table = table(report, "cpu");
+    let columns = ["connections_1", "connections_8"];
+    assert_eq!(strings(&table["columns"], "id"), columns, "cpu: columns");
+    let mut rows = vec!["lean (threads accept)".to_owned(), "lean (one acceptor)".to_owned()];
+    rows.extend(lesson_labels());
+    assert_eq!(strings(&table["rows"], "label"), rows, "cpu: rows");
+    for row in table["rows"].as_array().unwrap() {
+        let lean = row["label"].as_str().unwrap().starts_with("lean");
+        let figures = row["figures"].as_array().unwrap();
+        assert_eq!(figures.len(), columns.len(), "cpu, {}", row["label"]);
+        for (figure, column) in figures.iter().zip(columns) {
+            let at = format!("cpu, {}, {column}", row["label"]);
+            if lean {
+                positive(&figure["median"], &at);
+            } else {
+                let median = figure["median"].as_f64().unwrap_or(-1.0);
+                assert!(median.is_finite() && median >= 0.0, "{at}: {figure}");
+            }
+        }
+    }
+}
+
 /// `bench --quick --json`: every table, row and column the bench promises is in the JSON (the
-/// worker-pool table too, derived from the others; the idle connections of lessons 07 and 13), every figure and ratio is a positive
-/// number, the same JSON is in report.json, and the run leaves only its three files behind.
+/// worker-pool table too, derived from the others; the idle connections of lessons 07 and 13;
+/// the servers' CPU time), every figure and ratio is a positive number (a CPU time read in
+/// clock ticks may be 0), the same JSON is in report.json, and the run leaves only its three
+/// files behind.
 #[test]
 fn quick_json_has_every_row_and_column_and_only_positive_figures() {
     let scratch = Scratch::new();
@@ -213,7 +242,8 @@ fn quick_json_has_every_row_and_column_and_only_positive_figures() {
     let idle = ["rss_start", "rss_held", "per_connection", "threads"];
     let worker_pool_and_async = ["07 worker-pool".to_owned(), "13 async".to_owned()];
     assert_table(&report, "idle", &idle, &worker_pool_and_async, &[]);
-    assert_eq!(report["tables"].as_array().unwrap().len(), 7, "tables other than these seven");
+    assert_cpu_table(&report);
+    assert_eq!(report["tables"].as_array().unwrap().len(), 8, "tables other than these eight");
 
     let saved: Value =
         serde_json::from_str(&fs::read_to_string(scratch.path("out/report.json")).unwrap())
@@ -232,7 +262,7 @@ fn quick_prints_markdown_tables_with_ratio_columns() {
     let stdout = &printed.stdout;
     let ratio = Regex::new(r"^\d+\.\d\d× (faster|slower)$").unwrap();
     let tables: Vec<&str> = stdout.split("\n### ").skip(1).collect();
-    assert_eq!(tables.len(), 7, "seven tables, each under a ### heading:\n{stdout}");
+    assert_eq!(tables.len(), 8, "eight tables, each under a ### heading:\n{stdout}");
     let mut ratio_columns = 0;
     for table in tables {
         let lines: Vec<&str> = table.lines().filter(|line| line.starts_with('|')).collect();

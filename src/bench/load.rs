@@ -14,6 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use rustix::time::{ClockId, clock_gettime};
 
 use super::Ctx;
 use super::transports::Transport;
@@ -181,40 +182,48 @@ fn read_line(stream: &mut dyn Read, line: &mut Vec<u8>) -> io::Result<()> {
     Ok(())
 }
 
-/// Connections per second against the bench's lean server over `transport`, in this process.
+/// Connections per second against the bench's lean server over `transport`, in this process,
+/// and the CPU time its threads spent.
 ///
 /// Lean: `clients` threads started beforehand, each accepting and answering one connection
 /// at a time. No thread is spawned per connection (a spawn costs tens of µs, more than a Unix
 /// connection), so this measures the sockets rather than the server.
-pub fn lean_server(ctx: &Ctx, transport: Transport, clients: usize) -> anyhow::Result<f64> {
+pub fn lean_server(
+    ctx: &Ctx,
+    transport: Transport,
+    clients: usize,
+) -> anyhow::Result<(f64, Duration)> {
     let (listener, target) = Listener::bind(transport, ctx.sockets)?;
-    let rate = thread::scope(|scope| {
-        let result = (|| {
+    let measured = thread::scope(|scope| {
+        let mut servers = Vec::new();
+        let rate = (|| {
             for _ in 0..clients {
-                let spawned = thread::Builder::new().spawn_scoped(scope, || listener.serve());
-                spawned.context("spawn a server thread")?;
+                let serve = || on_cpu(|| listener.serve());
+                let spawned = thread::Builder::new().spawn_scoped(scope, serve);
+                servers.push(spawned.context("spawn a server thread")?);
             }
             let total = ctx.sizes.connections;
             Load::Connections.per_second(&target, clients, total, ctx.interrupted)
         })();
-        // Before the scope waits for the server threads: their `accept` must return.
+        // Before the server threads are joined: their `accept` must return.
         listener.shut_down()?;
-        result
+        Ok::<_, anyhow::Error>((rate?, cpu_of(servers)?))
     })?;
     target.remove_socket_file()?;
-    Ok(rate)
+    Ok(measured)
 }
 
 /// The lean server in lesson 07's shape, over a Unix socket: one thread accepts and hands each
 /// connection through a bounded queue to `clients` workers started beforehand. Beside
 /// [`lean_server`], whose threads each accept for themselves, it measures what the handoff
 /// costs (a queue and a wakeup per connection) without a lesson's logging and checks.
-pub fn lean_handoff(ctx: &Ctx, clients: usize) -> anyhow::Result<f64> {
+pub fn lean_handoff(ctx: &Ctx, clients: usize) -> anyhow::Result<(f64, Duration)> {
     let (listener, target) = Listener::bind(Transport::Unix, ctx.sockets)?;
     let (queue, jobs) = mpsc::sync_channel::<Box<dyn Stream>>(1024);
     let jobs = Mutex::new(jobs);
-    let rate = thread::scope(|scope| {
-        let result = (|| {
+    let measured = thread::scope(|scope| {
+        let mut threads = Vec::new();
+        let rate = (|| {
             for _ in 0..clients {
                 let jobs = &jobs;
                 let work = move || {
@@ -225,7 +234,8 @@ pub fn lean_handoff(ctx: &Ctx, clients: usize) -> anyhow::Result<f64> {
                         answer_one(&mut stream, &mut line);
                     }
                 };
-                thread::Builder::new().spawn_scoped(scope, work).context("spawn a worker")?;
+                let spawned = thread::Builder::new().spawn_scoped(scope, move || on_cpu(work));
+                threads.push(spawned.context("spawn a worker")?);
             }
             let listener = &listener;
             let accept = move || {
@@ -235,14 +245,33 @@ pub fn lean_handoff(ctx: &Ctx, clients: usize) -> anyhow::Result<f64> {
                     }
                 }
             }; // the queue is dropped when accept fails: the workers then stop
-            thread::Builder::new().spawn_scoped(scope, accept).context("spawn the acceptor")?;
+            let spawned = thread::Builder::new().spawn_scoped(scope, move || on_cpu(accept));
+            threads.push(spawned.context("spawn the acceptor")?);
             Load::Connections.per_second(&target, clients, ctx.sizes.connections, ctx.interrupted)
         })();
         listener.shut_down()?;
-        result
+        Ok::<_, anyhow::Error>((rate?, cpu_of(threads)?))
     })?;
     target.remove_socket_file()?;
-    Ok(rate)
+    Ok(measured)
+}
+
+/// Runs `work` and returns the CPU time it took on this thread (CLOCK_THREAD_CPUTIME_ID): user
+/// and kernel time, not the time spent waiting.
+fn on_cpu(work: impl FnOnce()) -> Duration {
+    let now = || {
+        let time = clock_gettime(ClockId::ThreadCPUTime);
+        Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
+    };
+    let start = now();
+    work();
+    now() - start
+}
+
+/// The CPU time of the lean server's threads together, once each has ended.
+fn cpu_of(threads: Vec<thread::ScopedJoinHandle<'_, Duration>>) -> anyhow::Result<Duration> {
+    let joined = threads.into_iter().map(|thread| thread.join());
+    joined.sum::<Result<Duration, _>>().map_err(|_| anyhow!("a lean server thread panicked"))
 }
 
 /// Read one line, answer it upper-cased; a failed connection is its client's to report.
@@ -359,16 +388,19 @@ impl LessonServer {
 
     /// Runs `load` against this server, then throws away what the server logged meanwhile:
     /// two lines per connection, which a full run would otherwise pile up by the megabyte.
+    /// Returns the rate, and the CPU time the server spent meanwhile (all its threads).
     pub fn under_load(
         &self,
         load: impl FnOnce(&Target) -> anyhow::Result<f64>,
         interrupted: &AtomicBool,
-    ) -> anyhow::Result<f64> {
-        let rate = load(&self.target)?;
+    ) -> anyhow::Result<(f64, Duration)> {
         let mut process = self.process.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = cpu_time(process.id())?;
+        let rate = load(&self.target)?;
+        let cpu = cpu_time(process.id())?.saturating_sub(before);
         while let Event::Line = process.next_line(Instant::now() + LOG_QUIET, interrupted)? {}
         process.output.clear();
-        Ok(rate)
+        Ok((rate, cpu))
     }
 
     /// `01 listen-accept`: the row's label.
@@ -431,6 +463,21 @@ fn proc_status(pid: u32, field: &str) -> anyhow::Result<f64> {
     let line = status.lines().find_map(|line| line.strip_prefix(field)?.strip_prefix(':'));
     let number = line.and_then(|value| value.split_whitespace().next()?.parse().ok());
     number.with_context(|| format!("read {path}: no {field}"))
+}
+
+/// The CPU time process `pid` has used, all its threads (the ended ones too), user and
+/// kernel: /proc/PID/stat's utime and stime, in clock ticks (10 ms on Linux).
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    // After the name in parentheses (which may hold spaces): the state is field 3, utime 14
+    // and stime 15.
+    let fields = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect());
+    let fields: Vec<&str> = fields.unwrap_or_default();
+    let tick = |n: usize| fields.get(n - 3).and_then(|field| field.parse::<u64>().ok());
+    let ticks = tick(14).zip(tick(15)).with_context(|| format!("read {path}: no utime, stime"))?;
+    let per_second = rustix::param::clock_ticks_per_second();
+    Ok(Duration::from_secs_f64((ticks.0 + ticks.1) as f64 / per_second as f64))
 }
 
 /// How many descriptors process `pid` holds open.

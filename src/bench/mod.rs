@@ -20,6 +20,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -200,6 +201,8 @@ struct Case<'a> {
 struct Plan<'a> {
     tables: Vec<Table>,
     cases: Vec<Case<'a>>,
+    /// The server CPU table, once made: the lean servers and the lessons' fill it.
+    cpu: Option<usize>,
 }
 
 impl<'a> Plan<'a> {
@@ -304,7 +307,8 @@ impl<'a> Plan<'a> {
         }
     }
 
-    /// Connections per second against the bench's own lean server, Unix and TCP.
+    /// Connections per second against the bench's own lean server, Unix and TCP; over Unix,
+    /// the CPU time its threads spent per connection too.
     fn connections(&mut self, ctx: &'a Ctx) {
         let transports = [Transport::Unix, Transport::Tcp];
         let mut columns = transport_columns(&transports);
@@ -319,24 +323,64 @@ impl<'a> Plan<'a> {
             "clients",
             columns,
         ));
-        for clients in CLIENTS {
+        let cpu = self.cpu_table();
+        let lean = self.row(cpu, "lean (threads accept)".into());
+        let one_acceptor = self.row(cpu, "lean (one acceptor)".into());
+        let total = ctx.sizes.connections;
+        for (i, clients) in CLIENTS.into_iter().enumerate() {
             let row = self.row(table, clients_label(clients));
             for (column, transport) in transports.into_iter().enumerate() {
+                let mut cells = vec![Cell { table, row, column }];
+                if transport == Transport::Unix {
+                    cells.push(Cell { table: cpu, row: lean, column: i });
+                }
                 self.case(
                     format!("connections, {transport}, {}", clients_label(clients)),
-                    vec![Cell { table, row, column }],
-                    move || load::lean_server(ctx, transport, clients).map(|rate| vec![rate]),
+                    cells,
+                    move || {
+                        let (rate, spent) = load::lean_server(ctx, transport, clients)?;
+                        Ok(vec![rate, micros_each(spent, total)])
+                    },
                 );
             }
             self.case(
                 format!("connections, Unix, one acceptor, {}", clients_label(clients)),
-                vec![Cell { table, row, column: transports.len() }],
-                move || load::lean_handoff(ctx, clients).map(|rate| vec![rate]),
+                vec![
+                    Cell { table, row, column: transports.len() },
+                    Cell { table: cpu, row: one_acceptor, column: i },
+                ],
+                move || {
+                    let (rate, spent) = load::lean_handoff(ctx, clients)?;
+                    Ok(vec![rate, micros_each(spent, total)])
+                },
             );
         }
     }
 
-    /// Every lesson's server under the bench's load: connections/s and lines/s.
+    /// The server CPU table, made on first use: what a server spent per connection, in CPU
+    /// time (user and kernel, all its threads), under the connections load.
+    fn cpu_table(&mut self) -> usize {
+        if let Some(table) = self.cpu {
+            return table;
+        }
+        let columns = CLIENTS.map(|clients| Column {
+            id: format!("connections_{clients}"),
+            title: format!("per connection, {}", clients_label(clients)),
+        });
+        let table = self.table(Table::new(
+            "cpu",
+            "The server's CPU time per connection, over a Unix socket",
+            "µs",
+            false,
+            "server",
+            columns.into(),
+        ));
+        self.cpu = Some(table);
+        table
+    }
+
+    /// Every lesson's server under the bench's load: connections/s and lines/s, and the CPU
+    /// time it spent per connection.
     fn lesson_servers(&mut self, ctx: &'a Ctx, servers: &'a [LessonServer]) {
         let mut columns = Vec::new();
         for load in Load::ALL {
@@ -353,19 +397,26 @@ impl<'a> Plan<'a> {
             "lesson",
             columns,
         ));
+        let cpu = self.cpu_table();
         let interrupted = ctx.interrupted;
         for server in servers {
             let row = self.row(table, server.label().to_owned());
+            let cpu_row = self.row(cpu, server.label().to_owned());
             for (i, load) in Load::ALL.into_iter().enumerate() {
                 let total = ctx.sizes.total(load);
                 for (j, clients) in CLIENTS.into_iter().enumerate() {
+                    let mut cells = vec![Cell { table, row, column: i * CLIENTS.len() + j }];
+                    if let Load::Connections = load {
+                        cells.push(Cell { table: cpu, row: cpu_row, column: j });
+                    }
                     self.case(
                         format!("{}, {}, {}", server.label(), load.name(), clients_label(clients)),
-                        vec![Cell { table, row, column: i * CLIENTS.len() + j }],
+                        cells,
                         move || {
                             let measure =
                                 |target: &_| load.per_second(target, clients, total, interrupted);
-                            server.under_load(measure, interrupted).map(|rate| vec![rate])
+                            let (rate, spent) = server.under_load(measure, interrupted)?;
+                            Ok(vec![rate, micros_each(spent, total)])
                         },
                     );
                 }
@@ -411,6 +462,11 @@ fn descriptors_for_idle_connections() -> anyhow::Result<usize> {
 
 fn transport_columns(transports: &[Transport]) -> Vec<Column> {
     transports.iter().map(|t| Column { id: t.id().into(), title: t.to_string() }).collect()
+}
+
+/// `spent` shared among `count` connections, in µs each.
+fn micros_each(spent: Duration, count: usize) -> f64 {
+    spent.as_secs_f64() * 1e6 / count as f64
 }
 
 fn clients_label(clients: usize) -> String {

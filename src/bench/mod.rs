@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cargo::BinDir;
@@ -331,7 +331,8 @@ impl<'a> Plan<'a> {
             let row = self.row(table, clients_label(clients));
             for (column, transport) in transports.into_iter().enumerate() {
                 let mut cells = vec![Cell { table, row, column }];
-                if transport == Transport::Unix {
+                let timed = transport == Transport::Unix;
+                if timed {
                     cells.push(Cell { table: cpu, row: lean, column: i });
                 }
                 self.case(
@@ -339,7 +340,7 @@ impl<'a> Plan<'a> {
                     cells,
                     move || {
                         let (rate, spent) = load::lean_server(ctx, transport, clients)?;
-                        Ok(vec![rate, micros_each(spent, total)])
+                        Ok(if timed { vec![rate, micros_each(spent, total)] } else { vec![rate] })
                     },
                 );
             }
@@ -406,7 +407,8 @@ impl<'a> Plan<'a> {
                 let total = ctx.sizes.total(load);
                 for (j, clients) in CLIENTS.into_iter().enumerate() {
                     let mut cells = vec![Cell { table, row, column: i * CLIENTS.len() + j }];
-                    if let Load::Connections = load {
+                    let timed = matches!(load, Load::Connections);
+                    if timed {
                         cells.push(Cell { table: cpu, row: cpu_row, column: j });
                     }
                     self.case(
@@ -416,7 +418,8 @@ impl<'a> Plan<'a> {
                             let measure =
                                 |target: &_| load.per_second(target, clients, total, interrupted);
                             let (rate, spent) = server.under_load(measure, interrupted)?;
-                            Ok(vec![rate, micros_each(spent, total)])
+                            let per_connection = micros_each(spent, total);
+                            Ok(if timed { vec![rate, per_connection] } else { vec![rate] })
                         },
                     );
                 }
@@ -438,6 +441,14 @@ impl<'a> Plan<'a> {
                 bail_if_interrupted(interrupted)?;
                 bar.set_message(format!("round {round} of {runs}: {}", case.name));
                 let figures = (case.run)().with_context(|| format!("measure {}", case.name))?;
+                if figures.len() != case.cells.len() {
+                    bail!(
+                        "{}: {} figures for {} cells",
+                        case.name,
+                        figures.len(),
+                        case.cells.len()
+                    );
+                }
                 for (cell, figure) in case.cells.iter().zip(figures) {
                     self.tables[cell.table].record(cell, figure);
                 }

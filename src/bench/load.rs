@@ -14,7 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use rustix::time::{ClockId, clock_gettime};
+use nix::time::{ClockId, clock_getcpuclockid, clock_gettime};
+use nix::unistd::Pid;
 
 use super::Ctx;
 use super::transports::Transport;
@@ -97,15 +98,16 @@ impl Load {
         }
     }
 
-    /// How many connections or lines per second `clients` threads made, `total` among them.
-    pub fn per_second(
+    /// Runs this load on `clients` threads at once, about `total` connections or lines among
+    /// them.
+    pub fn run(
         self,
         target: &Target,
         clients: usize,
         total: usize,
         interrupted: &AtomicBool,
-    ) -> anyhow::Result<f64> {
-        per_second(clients, total, |each| {
+    ) -> anyhow::Result<Done> {
+        on_threads(clients, total, |each| {
             let mut reply = Vec::new();
             match self {
                 Load::Connections => {
@@ -120,14 +122,32 @@ impl Load {
     }
 }
 
-/// Runs `client(each)` on `clients` threads at once, `each` being their share of `total`, and
-/// returns how many per second they did together. The clock includes starting the threads
-/// (tens of µs each): small beside the work they do.
-fn per_second(
+/// What a load did: how many connections or lines, in how long.
+#[derive(Clone, Copy)]
+pub struct Done {
+    pub count: usize,
+    pub elapsed: Duration,
+}
+
+impl Done {
+    pub fn per_second(self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// `spent`, a server's CPU time during the load, shared among what was done: µs each.
+    pub fn micros_each(self, spent: Duration) -> f64 {
+        spent.as_secs_f64() * 1e6 / self.count as f64
+    }
+}
+
+/// Runs `client(each)` on `clients` threads at once, `each` being their share of `total`
+/// (rounded up), and says how many they did together, and how fast. The clock includes
+/// starting the threads (tens of µs each): small beside the work they do.
+fn on_threads(
     clients: usize,
     total: usize,
     client: impl Fn(usize) -> anyhow::Result<()> + Sync,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Done> {
     let each = total.div_ceil(clients);
     let start = Instant::now();
     thread::scope(|scope| {
@@ -141,7 +161,7 @@ fn per_second(
         }
         anyhow::Ok(())
     })?;
-    Ok((each * clients) as f64 / start.elapsed().as_secs_f64())
+    Ok(Done { count: each * clients, elapsed: start.elapsed() })
 }
 
 /// `step`, `times` times, stopping early on Ctrl-C.
@@ -182,8 +202,8 @@ fn read_line(stream: &mut dyn Read, line: &mut Vec<u8>) -> io::Result<()> {
     Ok(())
 }
 
-/// Connections per second against the bench's lean server over `transport`, in this process,
-/// and the CPU time its threads spent.
+/// The bench's lean server over `transport`, in this process, under the connections load:
+/// what the load did, and the CPU time the server's threads spent meanwhile.
 ///
 /// Lean: `clients` threads started beforehand, each accepting and answering one connection
 /// at a time. No thread is spawned per connection (a spawn costs tens of µs, more than a Unix
@@ -192,22 +212,22 @@ pub fn lean_server(
     ctx: &Ctx,
     transport: Transport,
     clients: usize,
-) -> anyhow::Result<(f64, Duration)> {
+) -> anyhow::Result<(Done, Duration)> {
     let (listener, target) = Listener::bind(transport, ctx.sockets)?;
     let measured = thread::scope(|scope| {
         let mut servers = Vec::new();
-        let rate = (|| {
+        let done = (|| {
             for _ in 0..clients {
                 let serve = || on_cpu(|| listener.serve());
                 let spawned = thread::Builder::new().spawn_scoped(scope, serve);
                 servers.push(spawned.context("spawn a server thread")?);
             }
             let total = ctx.sizes.connections;
-            Load::Connections.per_second(&target, clients, total, ctx.interrupted)
+            Load::Connections.run(&target, clients, total, ctx.interrupted)
         })();
         // Before the server threads are joined: their `accept` must return.
         listener.shut_down()?;
-        Ok::<_, anyhow::Error>((rate?, cpu_of(servers)?))
+        Ok::<_, anyhow::Error>((done?, join_cpu_times(servers)?))
     })?;
     target.remove_socket_file()?;
     Ok(measured)
@@ -217,13 +237,13 @@ pub fn lean_server(
 /// connection through a bounded queue to `clients` workers started beforehand. Beside
 /// [`lean_server`], whose threads each accept for themselves, it measures what the handoff
 /// costs (a queue and a wakeup per connection) without a lesson's logging and checks.
-pub fn lean_handoff(ctx: &Ctx, clients: usize) -> anyhow::Result<(f64, Duration)> {
+pub fn lean_handoff(ctx: &Ctx, clients: usize) -> anyhow::Result<(Done, Duration)> {
     let (listener, target) = Listener::bind(Transport::Unix, ctx.sockets)?;
     let (queue, jobs) = mpsc::sync_channel::<Box<dyn Stream>>(1024);
     let jobs = Mutex::new(jobs);
     let measured = thread::scope(|scope| {
         let mut threads = Vec::new();
-        let rate = (|| {
+        let done = (|| {
             for _ in 0..clients {
                 let jobs = &jobs;
                 let work = move || {
@@ -247,31 +267,38 @@ pub fn lean_handoff(ctx: &Ctx, clients: usize) -> anyhow::Result<(f64, Duration)
             }; // the queue is dropped when accept fails: the workers then stop
             let spawned = thread::Builder::new().spawn_scoped(scope, move || on_cpu(accept));
             threads.push(spawned.context("spawn the acceptor")?);
-            Load::Connections.per_second(&target, clients, ctx.sizes.connections, ctx.interrupted)
+            Load::Connections.run(&target, clients, ctx.sizes.connections, ctx.interrupted)
         })();
         listener.shut_down()?;
-        Ok::<_, anyhow::Error>((rate?, cpu_of(threads)?))
+        Ok::<_, anyhow::Error>((done?, join_cpu_times(threads)?))
     })?;
     target.remove_socket_file()?;
     Ok(measured)
 }
 
-/// Runs `work` and returns the CPU time it took on this thread (CLOCK_THREAD_CPUTIME_ID): user
-/// and kernel time, not the time spent waiting.
-fn on_cpu(work: impl FnOnce()) -> Duration {
-    let now = || {
-        let time = clock_gettime(ClockId::ThreadCPUTime);
-        Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
-    };
-    let start = now();
+/// Runs `work` and returns the CPU time it took on this thread: user and kernel time, not the
+/// time spent waiting.
+fn on_cpu(work: impl FnOnce()) -> anyhow::Result<Duration> {
+    let start = cpu_time(ClockId::CLOCK_THREAD_CPUTIME_ID)?;
     work();
-    now() - start
+    Ok(cpu_time(ClockId::CLOCK_THREAD_CPUTIME_ID)? - start)
 }
 
-/// The CPU time of the lean server's threads together, once each has ended.
-fn cpu_of(threads: Vec<thread::ScopedJoinHandle<'_, Duration>>) -> anyhow::Result<Duration> {
-    let joined = threads.into_iter().map(|thread| thread.join());
-    joined.sum::<Result<Duration, _>>().map_err(|_| anyhow!("a lean server thread panicked"))
+/// Waits for each of the lean server's threads to end; returns their CPU time together.
+fn join_cpu_times(
+    threads: Vec<thread::ScopedJoinHandle<'_, anyhow::Result<Duration>>>,
+) -> anyhow::Result<Duration> {
+    let mut total = Duration::ZERO;
+    for thread in threads {
+        total += thread.join().map_err(|_| anyhow!("a lean server thread panicked"))??;
+    }
+    Ok(total)
+}
+
+/// The time on a CPU-time clock: a thread's, or a whole process's (see [`LessonServer`]).
+fn cpu_time(clock: ClockId) -> anyhow::Result<Duration> {
+    let time = clock_gettime(clock).with_context(|| format!("read CPU-time clock {clock}"))?;
+    Ok(Duration::new(time.tv_sec() as u64, time.tv_nsec() as u32))
 }
 
 /// Read one line, answer it upper-cased; a failed connection is its client's to report.
@@ -345,6 +372,9 @@ impl Listener {
 pub struct LessonServer {
     label: String,
     target: Target,
+    /// The process's CPU-time clock: user and kernel time of all its threads, the ended ones
+    /// too, to the nanosecond (clock_getcpuclockid(3)).
+    cpu_clock: ClockId,
     /// In a mutex only so that [`LessonServer::under_load`] can take `&self`.
     process: Mutex<Child>,
 }
@@ -383,24 +413,28 @@ impl LessonServer {
             );
         }
         let label = format!("{} {}", lesson.number, lesson.short_name);
-        Ok(LessonServer { label, target: Target::Unix(socket), process: Mutex::new(process) })
+        let pid = Pid::from_raw(process.id() as i32);
+        let cpu_clock = clock_getcpuclockid(pid)
+            .with_context(|| format!("the CPU-time clock of {} (pid {pid})", process.name))?;
+        let target = Target::Unix(socket);
+        Ok(LessonServer { label, target, cpu_clock, process: Mutex::new(process) })
     }
 
     /// Runs `load` against this server, then throws away what the server logged meanwhile:
     /// two lines per connection, which a full run would otherwise pile up by the megabyte.
-    /// Returns the rate, and the CPU time the server spent meanwhile (all its threads).
+    /// Returns what the load did, and the CPU time the server spent meanwhile.
     pub fn under_load(
         &self,
-        load: impl FnOnce(&Target) -> anyhow::Result<f64>,
+        load: impl FnOnce(&Target) -> anyhow::Result<Done>,
         interrupted: &AtomicBool,
-    ) -> anyhow::Result<(f64, Duration)> {
+    ) -> anyhow::Result<(Done, Duration)> {
+        let before = cpu_time(self.cpu_clock)?;
+        let done = load(&self.target)?;
+        let spent = cpu_time(self.cpu_clock)?.saturating_sub(before);
         let mut process = self.process.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = cpu_time(process.id())?;
-        let rate = load(&self.target)?;
-        let cpu = cpu_time(process.id())?.saturating_sub(before);
         while let Event::Line = process.next_line(Instant::now() + LOG_QUIET, interrupted)? {}
         process.output.clear();
-        Ok((rate, cpu))
+        Ok((done, spent))
     }
 
     /// `01 listen-accept`: the row's label.
@@ -463,21 +497,6 @@ fn proc_status(pid: u32, field: &str) -> anyhow::Result<f64> {
     let line = status.lines().find_map(|line| line.strip_prefix(field)?.strip_prefix(':'));
     let number = line.and_then(|value| value.split_whitespace().next()?.parse().ok());
     number.with_context(|| format!("read {path}: no {field}"))
-}
-
-/// The CPU time process `pid` has used, all its threads (the ended ones too), user and
-/// kernel: /proc/PID/stat's utime and stime, in clock ticks (10 ms on Linux).
-fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    // After the name in parentheses (which may hold spaces): the state is field 3, utime 14
-    // and stime 15.
-    let fields = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect());
-    let fields: Vec<&str> = fields.unwrap_or_default();
-    let tick = |n: usize| fields.get(n - 3).and_then(|field| field.parse::<u64>().ok());
-    let ticks = tick(14).zip(tick(15)).with_context(|| format!("read {path}: no utime, stime"))?;
-    let per_second = rustix::param::clock_ticks_per_second();
-    Ok(Duration::from_secs_f64((ticks.0 + ticks.1) as f64 / per_second as f64))
 }
 
 /// How many descriptors process `pid` holds open.

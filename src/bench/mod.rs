@@ -28,7 +28,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cargo::BinDir;
 use crate::child::{self, bail_if_interrupted};
 use crate::lessons::{self, Lesson};
-use load::{LessonServer, Load};
+use load::{Done, LessonServer, Load};
 use report::{Cell, Column, Report, Table};
 pub use transports::{PeerArgs, peer};
 use transports::{Placement, Transport};
@@ -112,8 +112,8 @@ pub fn bench(quick: bool, json: bool, out: Option<PathBuf>) -> anyhow::Result<()
         let mut plan = Plan::default();
         plan.round_trips(&ctx);
         plan.bulk(&ctx);
-        plan.connections(&ctx);
-        plan.lesson_servers(&ctx, &running);
+        let cpu = plan.connections(&ctx);
+        plan.lesson_servers(&ctx, &running, cpu);
         plan.idle_connections(&ctx, &servers, idle);
         let mut tables = plan.run(sizes.runs, interrupted)?;
         drop(running);
@@ -201,8 +201,6 @@ struct Case<'a> {
 struct Plan<'a> {
     tables: Vec<Table>,
     cases: Vec<Case<'a>>,
-    /// The server CPU table, once made: the lean servers and the lessons' fill it.
-    cpu: Option<usize>,
 }
 
 impl<'a> Plan<'a> {
@@ -307,9 +305,10 @@ impl<'a> Plan<'a> {
         }
     }
 
-    /// Connections per second against the bench's own lean server, Unix and TCP; over Unix,
-    /// the CPU time its threads spent per connection too.
-    fn connections(&mut self, ctx: &'a Ctx) {
+    /// Connections per second against the bench's own lean server, Unix and TCP; and the
+    /// server CPU table, with the lean server's rows (over Unix). Returns that table, for
+    /// [`Plan::lesson_servers`] to add the lessons' rows.
+    fn connections(&mut self, ctx: &'a Ctx) -> usize {
         let transports = [Transport::Unix, Transport::Tcp];
         let mut columns = transport_columns(&transports);
         // Lesson 07's shape, one acceptor handing off to a pool, beside threads that accept.
@@ -323,10 +322,20 @@ impl<'a> Plan<'a> {
             "clients",
             columns,
         ));
-        let cpu = self.cpu_table();
+        let columns = CLIENTS.map(|clients| Column {
+            id: format!("connections_{clients}"),
+            title: format!("per connection, {}", clients_label(clients)),
+        });
+        let cpu = self.table(Table::new(
+            "cpu",
+            "The server's CPU time per connection, over a Unix socket",
+            "µs",
+            false,
+            "server",
+            columns.into(),
+        ));
         let lean = self.row(cpu, "lean (threads accept)".into());
         let one_acceptor = self.row(cpu, "lean (one acceptor)".into());
-        let total = ctx.sizes.connections;
         for (i, clients) in CLIENTS.into_iter().enumerate() {
             let row = self.row(table, clients_label(clients));
             for (column, transport) in transports.into_iter().enumerate() {
@@ -339,8 +348,8 @@ impl<'a> Plan<'a> {
                     format!("connections, {transport}, {}", clients_label(clients)),
                     cells,
                     move || {
-                        let (rate, spent) = load::lean_server(ctx, transport, clients)?;
-                        Ok(if timed { vec![rate, micros_each(spent, total)] } else { vec![rate] })
+                        let (done, spent) = load::lean_server(ctx, transport, clients)?;
+                        Ok(figures(done, spent, timed))
                     },
                 );
             }
@@ -351,38 +360,17 @@ impl<'a> Plan<'a> {
                     Cell { table: cpu, row: one_acceptor, column: i },
                 ],
                 move || {
-                    let (rate, spent) = load::lean_handoff(ctx, clients)?;
-                    Ok(vec![rate, micros_each(spent, total)])
+                    let (done, spent) = load::lean_handoff(ctx, clients)?;
+                    Ok(figures(done, spent, true))
                 },
             );
         }
+        cpu
     }
 
-    /// The server CPU table, made on first use: what a server spent per connection, in CPU
-    /// time (user and kernel, all its threads), under the connections load.
-    fn cpu_table(&mut self) -> usize {
-        if let Some(table) = self.cpu {
-            return table;
-        }
-        let columns = CLIENTS.map(|clients| Column {
-            id: format!("connections_{clients}"),
-            title: format!("per connection, {}", clients_label(clients)),
-        });
-        let table = self.table(Table::new(
-            "cpu",
-            "The server's CPU time per connection, over a Unix socket",
-            "µs",
-            false,
-            "server",
-            columns.into(),
-        ));
-        self.cpu = Some(table);
-        table
-    }
-
-    /// Every lesson's server under the bench's load: connections/s and lines/s, and the CPU
-    /// time it spent per connection.
-    fn lesson_servers(&mut self, ctx: &'a Ctx, servers: &'a [LessonServer]) {
+    /// Every lesson's server under the bench's load: connections/s and lines/s; and in table
+    /// `cpu`, the CPU time it spent per connection.
+    fn lesson_servers(&mut self, ctx: &'a Ctx, servers: &'a [LessonServer], cpu: usize) {
         let mut columns = Vec::new();
         for load in Load::ALL {
             for clients in CLIENTS {
@@ -398,7 +386,6 @@ impl<'a> Plan<'a> {
             "lesson",
             columns,
         ));
-        let cpu = self.cpu_table();
         let interrupted = ctx.interrupted;
         for server in servers {
             let row = self.row(table, server.label().to_owned());
@@ -415,11 +402,9 @@ impl<'a> Plan<'a> {
                         format!("{}, {}, {}", server.label(), load.name(), clients_label(clients)),
                         cells,
                         move || {
-                            let measure =
-                                |target: &_| load.per_second(target, clients, total, interrupted);
-                            let (rate, spent) = server.under_load(measure, interrupted)?;
-                            let per_connection = micros_each(spent, total);
-                            Ok(if timed { vec![rate, per_connection] } else { vec![rate] })
+                            let run = |target: &_| load.run(target, clients, total, interrupted);
+                            let (done, spent) = server.under_load(run, interrupted)?;
+                            Ok(figures(done, spent, timed))
                         },
                     );
                 }
@@ -475,9 +460,14 @@ fn transport_columns(transports: &[Transport]) -> Vec<Column> {
     transports.iter().map(|t| Column { id: t.id().into(), title: t.to_string() }).collect()
 }
 
-/// `spent` shared among `count` connections, in µs each.
-fn micros_each(spent: Duration, count: usize) -> f64 {
-    spent.as_secs_f64() * 1e6 / count as f64
+/// A case's figures: the rate, then, if the server's CPU time goes in a table too, that time
+/// per connection (or line) done, in µs.
+fn figures(done: Done, spent: Duration, timed: bool) -> Vec<f64> {
+    let mut figures = vec![done.per_second()];
+    if timed {
+        figures.push(done.micros_each(spent));
+    }
+    figures
 }
 
 fn clients_label(clients: usize) -> String {

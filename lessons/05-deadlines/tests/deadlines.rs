@@ -19,7 +19,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use rustix::process::Pid;
-use uds_test_support::{ChildGuard, Conn, DEADLINE, Server, exchange, fake_server, temp_dir};
+use uds_test_support::{ChildGuard, Conn, DEADLINE, Server, TICK, exchange, fake_server, temp_dir};
 
 fn server() -> &'static Path {
     cargo_bin!("lesson05-server")
@@ -42,10 +42,13 @@ fn start(dir: &Path, extra: &[&str]) -> (PathBuf, Server) {
     (path, server)
 }
 
-/// Assert that `elapsed` is at least `timeout` (the deadline was not cut short) and at most
-/// `timeout` plus [`SLACK`] (it was kept).
+/// Assert that `elapsed` is at least `timeout` less a [`TICK`] (the deadline was not cut
+/// short) and at most `timeout` plus [`SLACK`] (it was kept).
 fn assert_near(what: &str, elapsed: Duration, timeout: Duration) {
-    assert!(elapsed >= timeout, "{what} after {elapsed:?}, before its timeout of {timeout:?}");
+    assert!(
+        elapsed + TICK >= timeout,
+        "{what} after {elapsed:?}, before its timeout of {timeout:?}"
+    );
     assert!(elapsed < timeout + SLACK, "{what} after {elapsed:?}: the timeout was {timeout:?}");
 }
 

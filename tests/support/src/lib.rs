@@ -36,6 +36,11 @@ pub use tempfile::TempDir;
 /// loaded 2-core CI machine is slow; a deadline only has to turn a hang into a failure.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// How much earlier than its timeout a socket timeout (SO_RCVTIMEO, SO_SNDTIMEO) may fire by a
+/// wall clock. The kernel counts it in clock ticks (jiffies: 1 to 10 ms, by its HZ) from a tick
+/// already partly gone, so a 1000 ms timeout was once seen to end after 998 ms.
+pub const TICK: Duration = Duration::from_millis(10);
+
 /// A private temp dir for one test; removed when dropped. Short, so socket paths stay far
 /// below the 107-byte limit.
 pub fn temp_dir() -> TempDir {
@@ -751,7 +756,7 @@ mod tests {
             }
         };
         assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
-        assert!(elapsed >= limit && elapsed < DEADLINE, "gave up after {elapsed:?}");
+        assert!(elapsed + TICK >= limit && elapsed < DEADLINE, "gave up after {elapsed:?}");
     }
 
     /// thread_count and open_fd_count read a live process (`sleep` runs one thread and holds its

@@ -2,7 +2,6 @@
 //! `cargo run -- check 1` runs them against your binaries, `--solution` against the reference ones.
 
 use std::env;
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 use std::thread;
@@ -10,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin;
-use uds_test_support::{Conn, DEADLINE, Server, exchange, have_tool, start_in_temp_dir, temp_dir};
+use uds_test_support::{
+    Conn, DEADLINE, Server, exchange, have_tool, stale_socket_file, start_in_temp_dir, temp_dir,
+};
 
 /// The server under test: `UDS_SERVER` (an absolute path), else this lesson's own.
 fn server() -> PathBuf {
@@ -131,7 +132,7 @@ fn ex2_with_no_server_the_client_gives_up_after_its_wait_with_no_such_file() {
 fn ex2_a_stale_socket_file_is_retried_then_connection_refused() {
     let dir = temp_dir();
     let path = dir.path().join("lesson01.sock");
-    drop(UnixListener::bind(&path).expect("bind")); // closing a listener leaves its file
+    stale_socket_file(&path); // a socket file whose listener is gone
     gives_up_after_its_wait(&path, "Connection refused (os error 111)");
 }
 

@@ -4,7 +4,6 @@
 use std::env;
 use std::fs::{self, File};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -12,7 +11,9 @@ use assert_cmd::cargo::cargo_bin;
 use rustix::fs::FlockOperation;
 use rustix::io::Errno;
 use rustix::process::Signal;
-use uds_test_support::{DEADLINE, Server, exchange, start_in_temp_dir, temp_dir};
+use uds_test_support::{
+    DEADLINE, Server, exchange, stale_socket_file, start_in_temp_dir, temp_dir,
+};
 
 fn server() -> PathBuf {
     env::var_os("UDS_SERVER")
@@ -47,11 +48,6 @@ fn try_lock(lock: &Path) -> Result<File, Errno> {
     rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).map(|()| file)
 }
 
-/// A stale socket file at `path`: bound, then closed (closing leaves the file behind).
-fn make_stale(path: &Path) {
-    drop(UnixListener::bind(path).expect("bind"));
-}
-
 /// While someone else holds `PATH.lock`, the server touches nothing: it exits 1 with the lock
 /// message, and the stale socket file it would otherwise remove is still there.
 #[test]
@@ -60,7 +56,7 @@ fn ex1_a_server_that_finds_the_lock_held_exits_1_and_leaves_the_stale_file() {
     let dir = temp_dir();
     let path = dir.path().join("lesson02.sock");
     let lock = lock_path(&path);
-    make_stale(&path);
+    stale_socket_file(&path);
     let inode = fs::symlink_metadata(&path).expect("stat the stale file").ino();
     let _held = try_lock(&lock).expect("the test takes the lock");
     let mut server = Server::spawn(&server(), &path, &[&path]);
@@ -127,7 +123,7 @@ fn ex2_probe_reports_a_running_server_as_live_and_sends_nothing() {
 fn ex2_probe_reports_a_socket_file_without_a_server_as_stale() {
     let dir = temp_dir();
     let path = dir.path().join("lesson02.sock");
-    make_stale(&path);
+    stale_socket_file(&path);
     client().arg("--probe").arg(&path).assert().code(1).stdout("stale\n");
     assert!(path.exists(), "the probe removed the stale file");
 }

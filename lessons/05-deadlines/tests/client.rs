@@ -3,14 +3,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
-use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::mpsc;
 
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin;
 use uds_test_support::{
-    DEADLINE, Server, fake_server, run_with_stdout_closed, start_in_temp_dir, temp_dir,
+    DEADLINE, Server, fake_server, run_with_stdout_closed, stale_socket_file, start_in_temp_dir,
+    temp_dir,
 };
 
 fn server() -> &'static Path {
@@ -110,7 +110,7 @@ fn nothing_at_the_path_is_a_clear_error() {
 fn a_stale_socket_file_is_connection_refused() {
     let dir = temp_dir();
     let path = dir.path().join("lesson05.sock");
-    drop(UnixListener::bind(&path).expect("bind")); // closing a listener leaves its file
+    stale_socket_file(&path); // a socket file whose listener is gone
     client().arg(&path).arg("hi").assert().code(1).stderr(format!(
         "lesson05-client: connect {}: Connection refused (os error 111)\n",
         path.display()

@@ -3,14 +3,14 @@
 
 use std::env;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin;
-use uds_test_support::{ChildGuard, DEADLINE, Server, TICK, temp_dir};
+use uds_test_support::{ChildGuard, DEADLINE, Server, TICK, stale_socket_file, temp_dir};
 
 /// The server under test: `UDS_SERVER` (an absolute path), else this lesson's own.
 fn server() -> PathBuf {
@@ -148,7 +148,7 @@ fn ex2_the_client_waits_for_a_server_that_starts_late() {
 fn ex2_a_stale_socket_file_is_retried_until_the_server_is_back() {
     let dir = temp_dir();
     let path = dir.path().join("lesson05.sock");
-    drop(UnixListener::bind(&path).expect("bind")); // closing a listener leaves its file
+    stale_socket_file(&path); // a socket file whose listener is gone
     let child = spawn_client(&path, &["--retry-ms", "10000", "back"]);
     thread::sleep(Duration::from_millis(300));
     let _server = start(&path, &[]);

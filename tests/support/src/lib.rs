@@ -47,6 +47,20 @@ pub fn temp_dir() -> TempDir {
     tempfile::Builder::new().prefix("uds-test-").tempdir().expect("create a temp dir")
 }
 
+/// Leave a stale socket file at `path`, as a server that is gone leaves it: `connect` to it
+/// fails with ECONNREFUSED. Made by a stream socket that is bound, never listens, and is closed.
+///
+/// Not by binding a `UnixListener` and dropping it: the tests of a binary run on many threads,
+/// and a child another test forks at that moment holds a copy of the listener until it execs
+/// (CLOEXEC closes it only then). A client that connects in that window is queued, not
+/// refused, and then reset; CI once saw exactly that.
+pub fn stale_socket_file(path: &Path) {
+    let address = SocketAddrUnix::new(path).expect("a socket address");
+    let (unix, stream) = (AddressFamily::UNIX, SocketType::STREAM);
+    let socket = rustix::net::socket_with(unix, stream, SocketFlags::CLOEXEC, None);
+    rustix::net::bind(&socket.expect("a socket"), &address).expect("bind");
+}
+
 /// The common start: a private temp dir, `bin` listening on `<dir>/<file_name>` in it.
 /// Bind all three (`let (_dir, path, server) = …`): the server is dropped (killed) first and
 /// the directory last, so nothing stays on disk.

@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::fmt;
+use std::fs;
 use std::io::{self, BufRead, BufReader, PipeReader, Write};
 use std::path::Path;
 use std::process::{self, ChildStdin, Command, ExitStatus, Stdio};
@@ -153,6 +154,28 @@ impl Child {
                 Err(RecvTimeoutError::Disconnected) => return Ok(Event::Eof),
             }
         }
+    }
+
+    /// How many descriptors the process holds open now (its entries in /proc/PID/fd); `None`
+    /// where that cannot be read: no /proc, or the process is gone.
+    pub fn open_fds(&self) -> Option<usize> {
+        let entries = fs::read_dir(format!("/proc/{}/fd", self.process.id())).ok()?;
+        Some(entries.count())
+    }
+
+    /// Waits until the process holds at most `fds` descriptors, checking every 2 ms. Gives up
+    /// quietly at `deadline`, or at once without /proc: the wait only orders what comes next.
+    pub fn wait_for_fds(
+        &self,
+        fds: usize,
+        deadline: Instant,
+        interrupted: &AtomicBool,
+    ) -> anyhow::Result<()> {
+        while Instant::now() < deadline && self.open_fds().is_some_and(|open| open > fds) {
+            bail_if_interrupted(interrupted)?;
+            thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
     }
 
     /// Reads lines until one is exactly `line` (then `Event::Line`), or until EOF or

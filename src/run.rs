@@ -79,9 +79,18 @@ pub fn show(
         }
     }
 
+    // What the server holds open with no client: back to this, it is done with the client.
+    let idle_fds = server.open_fds();
     let mut client = Child::spawn(&client_bin, &client_args)?;
     let client_status = client.finish(STEP_TIMEOUT, interrupted);
     bail_if_interrupted(interrupted)?;
+    // Let the server finish with the client before the SIGTERM: a client may exit before the
+    // server has seen it go (an HTTP client does not wait for the server to close), and a
+    // SIGTERM that came first would change the server's log from run to run. Once it is back
+    // to its descriptors of before, it has closed the connection, and logged that.
+    if let Some(idle) = idle_fds {
+        server.wait_for_fds(idle, Instant::now() + STEP_TIMEOUT, interrupted)?;
+    }
     // Stop the server even when the client failed: its block usually says why.
     server.stop()?;
     server.drain(interrupted)?;

@@ -58,7 +58,9 @@ pub fn stale_socket_file(path: &Path) {
     let address = SocketAddrUnix::new(path).expect("a socket address");
     let (unix, stream) = (AddressFamily::UNIX, SocketType::STREAM);
     let socket = rustix::net::socket_with(unix, stream, SocketFlags::CLOEXEC, None);
-    rustix::net::bind(&socket.expect("a socket"), &address).expect("bind");
+    let socket = socket.expect("a socket");
+    rustix::net::bind(&socket, &address).expect("bind");
+    drop(socket); // closed, never having listened
 }
 
 /// The common start: a private temp dir, `bin` listening on `<dir>/<file_name>` in it.

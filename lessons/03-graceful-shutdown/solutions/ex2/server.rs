@@ -93,8 +93,10 @@ fn run() -> anyhow::Result<()> {
                 let serving = Arc::clone(&serving);
                 // Builder, not thread::spawn: spawn panics when the OS refuses a thread.
                 let spawned = thread::Builder::new().spawn(move || {
-                    serve(id, stream);
+                    serve(id, &stream);
+                    // Uncounted before closing: a client that has read EOF is never waited for.
                     drop(serving);
+                    drop(stream); // closes the connection: the client reads EOF
                 });
                 if let Err(err) = spawned {
                     log!("connection {id}: spawn: {err}");
@@ -289,13 +291,13 @@ fn signal_name(signal: i32) -> &'static str {
 
 // ANCHOR: serve
 /// One client's connection, on its own thread: whatever goes wrong ends only this connection.
-fn serve(id: u64, stream: UnixStream) {
+fn serve(id: u64, stream: &UnixStream) {
     log!("connection {id}: accepted");
-    match answer_lines(&stream) {
+    match answer_lines(stream) {
         Ok(lines) => log!("connection {id}: closed, lines answered: {lines}"),
         Err(err) => log!("connection {id}: {err:#}"),
     }
-} // dropping `stream` closes the connection: the client reads EOF
+}
 
 /// Answer each line until EOF (the client half-closed or went away); returns how many.
 fn answer_lines(stream: &UnixStream) -> anyhow::Result<u64> {

@@ -135,8 +135,10 @@ fn run() -> anyhow::Result<()> {
                 let allowed = Arc::clone(&allowed);
                 // Builder, not thread::spawn: spawn panics when the OS refuses a thread.
                 let spawned = thread::Builder::new().spawn(move || {
-                    serve(id, stream, &allowed);
+                    serve(id, &stream, &allowed);
+                    // Uncounted before closing: a client that has read EOF is never waited for.
                     drop(serving);
+                    drop(stream); // closes the connection: the client reads EOF
                 });
                 if let Err(err) = spawned {
                     log!("connection {id}: spawn: {err}");
@@ -362,11 +364,11 @@ impl Allowed {
 
 // ANCHOR: serve
 /// One client's connection, on its own thread: whatever goes wrong ends only this connection.
-fn serve(id: u64, stream: UnixStream, allowed: &Allowed) {
+fn serve(id: u64, stream: &UnixStream, allowed: &Allowed) {
     // ANCHOR: peer
     // SO_PEERCRED: the kernel recorded who called `connect` (uid, gid, pid at that moment).
     // The client cannot lie about it, unlike anything it could send us.
-    let (uid, gid, pid) = match peer_credentials(&stream) {
+    let (uid, gid, pid) = match peer_credentials(stream) {
         Ok(peer) => peer,
         Err(err) => {
             log!("connection {id}: peer credentials: {err}");
@@ -383,17 +385,17 @@ fn serve(id: u64, stream: UnixStream, allowed: &Allowed) {
     );
     if !allowed.admits(uid, gid) {
         log!("connection {id}: refused uid {uid}");
-        if let Err(err) = refuse(&stream, &format!("uid {uid} is not allowed")) {
+        if let Err(err) = refuse(stream, &format!("uid {uid} is not allowed")) {
             log!("connection {id}: {err:#}");
         }
         return;
     }
     // ANCHOR_END: peer
-    match answer_lines(&stream) {
+    match answer_lines(stream) {
         Ok(lines) => log!("connection {id}: closed, lines answered: {lines}"),
         Err(err) => log!("connection {id}: {err:#}"),
     }
-} // dropping `stream` closes the connection: the client reads EOF
+}
 
 /// Answer each line until EOF (the client half-closed or went away); returns how many.
 fn answer_lines(stream: &UnixStream) -> anyhow::Result<u64> {

@@ -151,8 +151,10 @@ fn run() -> anyhow::Result<()> {
                 let allowed = Arc::clone(&allowed);
                 // Builder, not thread::spawn: spawn panics when the OS refuses a thread.
                 let spawned = thread::Builder::new().spawn(move || {
-                    serve(id, stream, &allowed, limits);
+                    serve(id, &stream, &allowed, limits);
+                    // Uncounted before closing: a client that has read EOF is never waited for.
                     drop(serving);
+                    drop(stream); // closes the connection: the client reads EOF
                 });
                 if let Err(err) = spawned {
                     log!("connection {id}: spawn: {err}");
@@ -387,11 +389,11 @@ impl Allowed {
 
 // ANCHOR: serve
 /// One client's connection, on its own thread: whatever goes wrong ends only this connection.
-fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits) {
+fn serve(id: u64, stream: &UnixStream, allowed: &Allowed, limits: Limits) {
     // ANCHOR: peer
     // SO_PEERCRED: the kernel recorded who called `connect` (uid, gid, pid at that moment).
     // The client cannot lie about it, unlike anything it could send us.
-    let (uid, gid, pid) = match peer_credentials(&stream) {
+    let (uid, gid, pid) = match peer_credentials(stream) {
         Ok(peer) => peer,
         Err(err) => {
             log!("connection {id}: peer credentials: {err}");
@@ -404,17 +406,17 @@ fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits) {
     log!("connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}");
     if !allowed.admits(uid, gid) {
         log!("connection {id}: refused uid {uid}");
-        if let Err(err) = refuse(&stream, &format!("uid {uid} is not allowed")) {
+        if let Err(err) = refuse(stream, &format!("uid {uid} is not allowed")) {
             log!("connection {id}: {err:#}");
         }
         return;
     }
     // ANCHOR_END: peer
-    match answer_lines(&stream, limits) {
+    match answer_lines(stream, limits) {
         Ok(lines) => log!("connection {id}: closed, lines answered: {lines}"),
         Err(err) => log!("connection {id}: {err:#}"),
     }
-} // dropping `stream` closes the connection: the client reads EOF
+}
 
 /// Answer each line until EOF (the client half-closed or went away); returns how many. A
 /// client that oversteps a limit is told why (see `cut_off`), and the reason is the error.

@@ -177,7 +177,7 @@ fn run() -> anyhow::Result<()> {
             }
             Ok((stream, _addr)) => {
                 let serving = Arc::clone(&serving);
-                let job = Job { id, stream, accepted: Instant::now(), _serving: serving };
+                let job = Job { id, stream, accepted: Instant::now(), serving };
                 // Never blocks: the queue has room for `max_connections`, more than are open.
                 if let Err(err) = queue.try_send(job) {
                     log!("connection {id}: queue: {err}");
@@ -424,7 +424,7 @@ struct Job {
     /// Its first line is due `--idle-timeout-ms` after this, however long it waits for a worker.
     accepted: Instant,
     /// A clone of `serving`: counts it as open until the worker is done with it.
-    _serving: Arc<Sender<()>>,
+    serving: Arc<Sender<()>>,
 }
 
 /// Start `workers` threads that serve the connections sent to the returned queue, one at a
@@ -447,8 +447,12 @@ fn start_workers(
         let work = move || {
             loop {
                 let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                let Ok(job) = job else { return }; // closed and empty: we are shutting down
-                serve(job.id, job.stream, &allowed, limits, job.accepted);
+                // Closed and empty: we are shutting down.
+                let Ok(Job { id, stream, accepted, serving }) = job else { return };
+                serve(id, &stream, &allowed, limits, accepted);
+                // Uncounted before closing: a client that has read EOF finds its slot free.
+                drop(serving);
+                drop(stream); // closes the connection: the client reads EOF
             }
         };
         thread::Builder::new()
@@ -478,11 +482,11 @@ fn has_input(stream: &UnixStream) -> bool {
 
 // ANCHOR: serve
 /// One client's connection, on its own thread: whatever goes wrong ends only this connection.
-fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits, accepted: Instant) {
+fn serve(id: u64, stream: &UnixStream, allowed: &Allowed, limits: Limits, accepted: Instant) {
     // ANCHOR: peer
     // SO_PEERCRED: the kernel recorded who called `connect` (uid, gid, pid at that moment).
     // The client cannot lie about it, unlike anything it could send us.
-    let (uid, gid, pid) = match peer_credentials(&stream) {
+    let (uid, gid, pid) = match peer_credentials(stream) {
         Ok(peer) => peer,
         Err(err) => {
             log!("connection {id}: peer credentials: {err}");
@@ -495,17 +499,17 @@ fn serve(id: u64, stream: UnixStream, allowed: &Allowed, limits: Limits, accepte
     log!("connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}");
     if !allowed.admits(uid, gid) {
         log!("connection {id}: refused uid {uid}");
-        if let Err(err) = refuse(&stream, &format!("uid {uid} is not allowed")) {
+        if let Err(err) = refuse(stream, &format!("uid {uid} is not allowed")) {
             log!("connection {id}: {err:#}");
         }
         return;
     }
     // ANCHOR_END: peer
-    match answer_lines(&stream, limits, accepted) {
+    match answer_lines(stream, limits, accepted) {
         Ok(lines) => log!("connection {id}: closed, lines answered: {lines}"),
         Err(err) => log!("connection {id}: {err:#}"),
     }
-} // dropping `stream` closes the connection: the client reads EOF
+}
 
 /// Answer each line until EOF (the client half-closed or went away); returns how many. A
 /// client that oversteps a limit is told why (see `cut_off`), and the reason is the error.

@@ -149,8 +149,10 @@ fn run() -> anyhow::Result<()> {
                 let (allowed, dir) = (Arc::clone(&allowed), Arc::clone(&dir));
                 // Builder, not thread::spawn: spawn panics when the OS refuses a thread.
                 let spawned = thread::Builder::new().spawn(move || {
-                    serve(id, stream, &allowed, &dir);
+                    serve(id, &stream, &allowed, &dir);
+                    // Uncounted before closing: a client that has read EOF is never waited for.
                     drop(serving);
+                    drop(stream); // closes the connection: the client reads EOF
                 });
                 if let Err(err) = spawned {
                     log!("connection {id}: spawn: {err}");
@@ -376,11 +378,11 @@ impl Allowed {
 
 // ANCHOR: serve
 /// One client's connection, on its own thread: whatever goes wrong ends only this connection.
-fn serve(id: u64, stream: UnixStream, allowed: &Allowed, dir: &OwnedFd) {
+fn serve(id: u64, stream: &UnixStream, allowed: &Allowed, dir: &OwnedFd) {
     // ANCHOR: peer
     // SO_PEERCRED: the kernel recorded who called `connect` (uid, gid, pid at that moment).
     // The client cannot lie about it, unlike anything it could send us.
-    let (uid, gid, pid) = match peer_credentials(&stream) {
+    let (uid, gid, pid) = match peer_credentials(stream) {
         Ok(peer) => peer,
         Err(err) => {
             log!("connection {id}: peer credentials: {err}");
@@ -393,23 +395,23 @@ fn serve(id: u64, stream: UnixStream, allowed: &Allowed, dir: &OwnedFd) {
     log!("connection {id}: accepted from uid {uid} gid {gid} pid {pid}{outside}");
     if !allowed.admits(uid, gid) {
         log!("connection {id}: refused uid {uid}");
-        if let Err(err) = refuse(&stream, &format!("uid {uid} is not allowed")) {
+        if let Err(err) = refuse(stream, &format!("uid {uid} is not allowed")) {
             log!("connection {id}: {err:#}");
         }
         return;
     }
     // ANCHOR_END: peer
     // ANCHOR: answer
-    let answered = match read_request(&stream).and_then(|name| open_in(dir, &name)) {
-        Ok((name, file)) => send_file(&stream, &file).map(|()| format!("sent {name}")),
-        Err(reason) => refuse(&stream, &reason).map(|()| format!("refused: {reason}")),
+    let answered = match read_request(stream).and_then(|name| open_in(dir, &name)) {
+        Ok((name, file)) => send_file(stream, &file).map(|()| format!("sent {name}")),
+        Err(reason) => refuse(stream, &reason).map(|()| format!("refused: {reason}")),
     };
     // ANCHOR_END: answer
     match answered {
         Ok(what) => log!("connection {id}: {what}"),
         Err(err) => log!("connection {id}: {err:#}"),
     }
-} // dropping `stream` closes the connection: the client reads EOF
+}
 
 /// The most a request may take, its `\n` included: a NAME is at most 255 bytes on Linux, so
 /// this is room enough, and a client cannot make us buffer more.

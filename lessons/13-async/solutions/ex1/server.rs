@@ -209,14 +209,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     log!("{}: shutting down", stop_signal.get().unwrap_or(&"signal"));
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
-    let still_open = tasks.len();
+    // The permits out, not the tasks: a task still ends for a moment after its client read EOF.
+    let still_open = max_connections as usize - slots.available_permits();
     if still_open > 0 {
         log!("waiting up to {} ms for open connections: {still_open}", grace.as_millis());
     }
     // No more tasks will be spawned: `wait` returns the moment the last one ends.
     tasks.close();
     if timeout(grace, tasks.wait()).await.is_err() {
-        let cut_off = tasks.len();
+        let cut_off = max_connections as usize - slots.available_permits();
         log!("grace period over; cutting off open connections: {cut_off}");
     }
     // ANCHOR_END: grace
@@ -438,7 +439,8 @@ fn busy(stream: UnixStream) {
 
 // ANCHOR: serve
 /// One client's connection, as a task of its own: whatever goes wrong ends only this
-/// connection. `_permit` is its slot under `--max-connections`, given back when the task ends.
+/// connection. `_permit` is its slot under `--max-connections`. Rust drops parameters last to
+/// first, so it goes before `stream`: the slot is free before the client can read EOF.
 async fn serve(
     id: u64,
     mut stream: UnixStream,

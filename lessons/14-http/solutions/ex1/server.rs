@@ -229,14 +229,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     log!("{}: shutting down", stop_signal.get().unwrap_or(&"signal"));
     // ANCHOR: grace
     let grace = Duration::from_millis(args.grace_ms);
-    let still_open = tasks.len();
+    // The permits out, not the tasks: a task still ends for a moment after its client read EOF.
+    let still_open = max_connections as usize - slots.available_permits();
     if still_open > 0 {
         log!("waiting up to {} ms for open connections: {still_open}", grace.as_millis());
     }
     // No more tasks will be spawned: `wait` returns the moment the last one ends.
     tasks.close();
     if timeout(grace, tasks.wait()).await.is_err() {
-        let cut_off = tasks.len();
+        let cut_off = max_connections as usize - slots.available_permits();
         log!("grace period over; cutting off open connections: {cut_off}");
     }
     // ANCHOR_END: grace
@@ -463,14 +464,14 @@ fn busy(stream: UnixStream) {
 
 // ANCHOR: serve
 /// One client's connection, as a task of its own: whatever goes wrong ends only this
-/// connection. `_permit` is its slot under `--max-connections`, given back when the task ends.
+/// connection. `permit` is its slot under `--max-connections`, given back when the task ends.
 async fn serve(
     id: u64,
     stream: UnixStream,
     allowed: Arc<Allowed>,
     limits: Limits,
     stop: CancellationToken,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     // ANCHOR: peer
     // SO_PEERCRED: the kernel recorded who called `connect` (uid, gid, pid at that moment).
@@ -557,6 +558,10 @@ async fn serve(
             log!("connection {id}: {err:#}; requests: {answered}");
         }
     }
+    // Given back before `connection`, and the stream in it, is dropped at the end of the block:
+    // a client that has read EOF finds its slot free, as in lesson 13 (but after a `linger`,
+    // whose half-close comes first).
+    drop(permit);
 }
 // ANCHOR_END: serve
 

@@ -62,6 +62,12 @@ pub fn interruptible<T>(
     result
 }
 
+/// How many descriptors process `pid` holds open now: its entries in /proc/PID/fd.
+pub fn open_fds(pid: u32) -> anyhow::Result<usize> {
+    let path = format!("/proc/{pid}/fd");
+    Ok(fs::read_dir(&path).with_context(|| format!("read {path}"))?.count())
+}
+
 /// [`Interrupted`] once SIGINT or SIGTERM has arrived.
 pub fn bail_if_interrupted(interrupted: &AtomicBool) -> anyhow::Result<()> {
     if interrupted.load(Ordering::SeqCst) { Err(Interrupted.into()) } else { Ok(()) }
@@ -156,13 +162,6 @@ impl Child {
         }
     }
 
-    /// How many descriptors the process holds open now (its entries in /proc/PID/fd); `None`
-    /// where that cannot be read: no /proc, or the process is gone.
-    pub fn open_fds(&self) -> Option<usize> {
-        let entries = fs::read_dir(format!("/proc/{}/fd", self.process.id())).ok()?;
-        Some(entries.count())
-    }
-
     /// Waits until the process holds at most `fds` descriptors, checking every 2 ms. Gives up
     /// quietly at `deadline`, or at once without /proc: the wait only orders what comes next.
     pub fn wait_for_fds(
@@ -171,7 +170,7 @@ impl Child {
         deadline: Instant,
         interrupted: &AtomicBool,
     ) -> anyhow::Result<()> {
-        while Instant::now() < deadline && self.open_fds().is_some_and(|open| open > fds) {
+        while Instant::now() < deadline && open_fds(self.id()).is_ok_and(|open| open > fds) {
             bail_if_interrupted(interrupted)?;
             thread::sleep(Duration::from_millis(2));
         }

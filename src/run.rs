@@ -80,7 +80,7 @@ pub fn show(
     }
 
     // What the server holds open with no client: back to this, it is done with the client.
-    let idle_fds = server.open_fds();
+    let idle_fds = child::open_fds(server.id()).ok();
     let mut client = Child::spawn(&client_bin, &client_args)?;
     let client_status = client.finish(STEP_TIMEOUT, interrupted);
     bail_if_interrupted(interrupted)?;

@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 
 use super::Ctx;
 use super::transports::Transport;
-use crate::child::{Child, Event, bail_if_interrupted};
+use crate::child::{Child, Event, bail_if_interrupted, open_fds};
 use crate::lessons::Lesson;
 
 /// What the load client sends, and the reply every lesson's protocol gives it.
@@ -497,10 +497,4 @@ fn proc_status(pid: u32, field: &str) -> anyhow::Result<f64> {
     let line = status.lines().find_map(|line| line.strip_prefix(field)?.strip_prefix(':'));
     let number = line.and_then(|value| value.split_whitespace().next()?.parse().ok());
     number.with_context(|| format!("read {path}: no {field}"))
-}
-
-/// How many descriptors process `pid` holds open.
-fn open_fds(pid: u32) -> anyhow::Result<usize> {
-    let path = format!("/proc/{pid}/fd");
-    Ok(std::fs::read_dir(&path).with_context(|| format!("read {path}"))?.count())
 }

@@ -53,7 +53,7 @@ pub fn temp_dir() -> TempDir {
 /// Not by binding a `UnixListener` and dropping it: the tests of a binary run on many threads,
 /// and a child another test forks at that moment holds a copy of the listener until it execs
 /// (CLOEXEC closes it only then). A client that connects in that window is queued, not
-/// refused, and then reset; CI once saw exactly that.
+/// refused, and then reset: a loaded machine showed exactly that.
 pub fn stale_socket_file(path: &Path) {
     let address = SocketAddrUnix::new(path).expect("a socket address");
     let (unix, stream) = (AddressFamily::UNIX, SocketType::STREAM);
